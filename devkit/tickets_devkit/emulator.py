@@ -1,0 +1,80 @@
+"""The local AWS emulator: moto's server on a free 127.0.0.1 port, in a background thread.
+
+moto is imported only inside ``start_aws`` because it is slow to import.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import urllib.parse
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+__all__ = ["LocalAws", "start_aws"]
+
+
+@dataclass
+class LocalAws:
+    """A running moto server; point boto3 at it with ``env()``."""
+
+    endpoint_url: str
+    region: str = "eu-west-1"
+    _server: Any = field(default=None, repr=False)
+
+    def reset(self) -> None:
+        """Forget every resource (buckets, queues, tables, ...) in the emulator."""
+        # http.client, not urllib: an HTTP(S)_PROXY in the environment must not see local calls.
+        url = urllib.parse.urlsplit(self.endpoint_url)
+        con = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+        try:
+            con.request("POST", "/moto-api/reset")
+            response = con.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"moto reset failed: HTTP {response.status}")
+        finally:
+            con.close()
+
+    def stop(self) -> None:
+        """Shut the server down. Idempotent."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+
+    def env(self) -> dict[str, str]:
+        """Environment for boto3 (and the code under test) to use this emulator."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+        }
+
+    def __enter__(self) -> LocalAws:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start_aws(region: str = "eu-west-1") -> LocalAws:
+    """Start moto's server on 127.0.0.1 with an OS-chosen port."""
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415 (slow import, see module doc)
+
+    # werkzeug logs every request at INFO to stderr unless its logger is configured.
+    werkzeug_log = logging.getLogger("werkzeug")
+    if werkzeug_log.level == logging.NOTSET:
+        werkzeug_log.setLevel(logging.WARNING)
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()  # returns once the socket is bound
+    host, port = server.get_host_and_port()
+    return LocalAws(endpoint_url=f"http://{host}:{port}", region=region, _server=server)

@@ -1,0 +1,1 @@
+"""The pure core: no I/O. Keys, the CSV contract, the byte stream checks, and planning."""

@@ -1,0 +1,111 @@
+"""The bytes of one stream file on their way to PostgreSQL's COPY.
+
+PostgreSQL parses the CSV (in C, fast, with exact line numbers in its errors); this wrapper
+only does what COPY cannot: read and check the header (any column order, UTF-8 BOM), refuse
+an empty object, and refuse a line holding only ``\\.``, which COPY would take as the end of
+the data and silently drop every row after it. It never holds more than one chunk in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from typing import Protocol
+
+from tickets_ingest.errors import FileRejected
+
+_BOM = b"\xef\xbb\xbf"
+_MAX_HEADER_BYTES = 64 * 1024
+_END_MARKER = b"\n\\."
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class CsvBody(io.RawIOBase):
+    """A binary, read-only view of a CSV object: header first, then the rest, checked.
+
+    ``header`` is available right after construction; ``readinto`` then serves the whole
+    file again (header line included, BOM removed) so COPY's ``HEADER`` option and its line
+    numbers match the file's own.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        source: Readable,
+        *,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.key = key
+        self._source = source
+        self._on_progress = on_progress
+        self._pending = b""  # bytes read from the source but not yet handed out
+        self._tail = b""  # last bytes handed out, to find a marker split across chunks
+        self.bytes_read = 0
+        self.header = self._read_header()
+
+    def _read_header(self) -> list[str]:
+        buffered = b""
+        while b"\n" not in buffered:
+            chunk = self._source.read(8192)
+            if not chunk:
+                break
+            buffered += chunk
+            if len(buffered) > _MAX_HEADER_BYTES:
+                raise FileRejected(self.key, "no end of line in the first 64 KiB", line=1)
+        self.bytes_read = len(buffered)
+        if not buffered:
+            raise FileRejected(self.key, "empty object (0 bytes): not even a header")
+        if buffered.startswith(_BOM):
+            buffered = buffered[len(_BOM) :]
+        self._pending = buffered
+        line = buffered.split(b"\n", 1)[0].rstrip(b"\r")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FileRejected(
+                self.key, f"header is not UTF-8 (byte 0x{line[exc.start]:02x})", line=1
+            ) from None
+        if "\x00" in text:
+            raise FileRejected(self.key, "header contains a NUL byte", line=1)
+        try:
+            return next(csv.reader([text]), [])
+        except csv.Error as exc:
+            raise FileRejected(self.key, f"header is not valid CSV: {exc}", line=1) from None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        size = len(buffer)
+        if self._pending:
+            data, self._pending = self._pending[:size], self._pending[size:]
+        else:
+            data = self._source.read(size)
+            self.bytes_read += len(data)
+            if self._on_progress is not None:
+                self._on_progress(self.bytes_read)
+        self._check_end_marker(data)
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    def _check_end_marker(self, data: bytes) -> None:
+        window = self._tail + data
+        at_eof = not data
+        start = 0
+        while (found := window.find(_END_MARKER, start)) != -1:
+            after = window[found + len(_END_MARKER) : found + len(_END_MARKER) + 1]
+            if after in (b"\n", b"\r") or (after == b"" and at_eof):
+                raise FileRejected(
+                    self.key,
+                    "a line holding only '\\.' (PostgreSQL's end-of-data marker) would "
+                    "truncate the file; quote it in the export",
+                )
+            start = found + 1
+        # Keep enough to see a marker that straddles two chunks (and the byte after it).
+        self._tail = window[-(len(_END_MARKER)) :]

@@ -1,0 +1,75 @@
+"""Stream keys: ``automations/<dataset>/changes/YYYY-MM-DDTHH-mm-ss.csv``.
+
+The timestamp in the name is the exporter's execution time in Africa/Nairobi. Because the
+format is fixed-width, the lexical order of names is their time order, which is what makes
+a key usable as the watermark.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+SOURCE_TZ = ZoneInfo("Africa/Nairobi")
+_STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S"
+_STREAM_NAME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.csv")
+DATASET_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,30}")
+
+
+def dataset_root(dataset: str) -> str:
+    return f"automations/{dataset}/"
+
+
+def changes_prefix(dataset: str) -> str:
+    return f"automations/{dataset}/changes/"
+
+
+def processed_key(dataset: str, name: str) -> str:
+    return f"automations/{dataset}/processed/{name}"
+
+
+def quarantine_key(dataset: str, name: str) -> str:
+    return f"automations/{dataset}/quarantine/{name}"
+
+
+def file_name(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
+def parse_stream_key(dataset: str, key: str) -> datetime | None:
+    """The file's timestamp (aware, Africa/Nairobi) if ``key`` is a stream file, else None.
+
+    Only names directly under ``changes/`` count; a name that merely looks like a timestamp
+    (``2026-02-30T10-00-00.csv``, ``2026-06-22T15-50-39.csv.tmp``) is not a stream file.
+    """
+    prefix = changes_prefix(dataset)
+    if not key.startswith(prefix):
+        return None
+    name = key[len(prefix) :]
+    if not _STREAM_NAME.fullmatch(name):
+        return None
+    try:
+        naive = datetime.strptime(name[:-4], _STAMP_FORMAT)
+    except ValueError:
+        return None
+    return naive.replace(tzinfo=SOURCE_TZ)
+
+
+def key_timestamp(key: str) -> datetime | None:
+    """The Nairobi timestamp encoded in any stream-style key (used for the watermark's age)."""
+    name = file_name(key)
+    if not _STREAM_NAME.fullmatch(name):
+        return None
+    try:
+        return datetime.strptime(name[:-4], _STAMP_FORMAT).replace(tzinfo=SOURCE_TZ)
+    except ValueError:
+        return None
+
+
+def dataset_of_key(key: str) -> str | None:
+    """``inc`` for ``automations/inc/changes/...``; None for anything outside a changes/ prefix."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[0] != "automations" or parts[2] != "changes":
+        return None
+    return parts[1] if DATASET_PATTERN.fullmatch(parts[1]) else None

@@ -1,0 +1,71 @@
+"""Which files a sync applies, archives, reports or ignores, and in what order. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from tickets_ingest.core.keys import parse_stream_key
+from tickets_ingest.models import Conflict, ExportType, Plan, PlannedFile, StreamObject
+
+
+def classify_listing(
+    dataset: str, listing: Iterable[tuple[str, str, int]]
+) -> tuple[list[StreamObject], list[str]]:
+    """Split raw ``(key, etag, size)`` listing rows into stream files and ignored keys."""
+    files: list[StreamObject] = []
+    ignored: list[str] = []
+    for key, etag, size in listing:
+        timestamp = parse_stream_key(dataset, key)
+        if timestamp is None:
+            ignored.append(key)
+        else:
+            files.append(
+                StreamObject(key=key, etag=normalize_etag(etag), size=size, timestamp=timestamp)
+            )
+    return files, sorted(ignored)
+
+
+def normalize_etag(etag: str) -> str:
+    """S3 quotes ETags in some responses and not in others; compare them bare."""
+    return etag.strip('"')
+
+
+def plan_sync(
+    dataset: str,
+    files: Iterable[StreamObject],
+    applied_etags: Mapping[str, str],
+    watermark: str | None,
+    ignored: Iterable[str] = (),
+) -> Plan:
+    """Decide, for every stream file under ``changes/``, what happens to it.
+
+    ``applied_etags`` maps keys already applied (ledger) to the ETag they were applied with;
+    ``watermark`` is the newest in-order key applied (None for a fresh stream).
+    """
+    to_apply: list[PlannedFile] = []
+    to_archive: list[StreamObject] = []
+    conflicts: list[Conflict] = []
+    baseline_pending = watermark is None
+    # Keys are fixed-width timestamps, so key order is time order; ties cannot happen.
+    for obj in sorted(files, key=lambda f: f.key):
+        applied_etag = applied_etags.get(obj.key)
+        if applied_etag is not None:
+            if applied_etag == obj.etag:
+                to_archive.append(obj)  # committed, but the move to processed/ did not finish
+            else:
+                conflicts.append(Conflict(obj=obj, applied_etag=applied_etag))
+        elif watermark is not None and obj.key <= watermark:
+            to_apply.append(PlannedFile(obj, ExportType.LATE))
+        elif baseline_pending:
+            to_apply.append(PlannedFile(obj, ExportType.BASELINE))
+            baseline_pending = False
+        else:
+            to_apply.append(PlannedFile(obj, ExportType.DELTA))
+    return Plan(
+        dataset=dataset,
+        watermark=watermark,
+        to_apply=tuple(to_apply),
+        to_archive=tuple(to_archive),
+        conflicts=tuple(conflicts),
+        ignored=tuple(sorted(ignored)),
+    )

@@ -1,0 +1,170 @@
+"""The PostgreSQL connection: open, transactions, COPY, advisory locks, errors.
+
+One ``Database`` wraps one pg8000 native connection. pg8000 closes the connection on any
+failure inside a protocol exchange (e.g. the COPY source raising), so callers check
+``broken`` and reconnect rather than reuse it.
+"""
+
+from __future__ import annotations
+
+import io
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pg8000.native
+
+from tickets_ingest.errors import ConfigError
+
+DatabaseError = pg8000.native.DatabaseError
+InterfaceError = pg8000.native.InterfaceError
+
+
+@dataclass(frozen=True)
+class ConnectionParams:
+    host: str
+    port: int
+    user: str
+    password: str | None
+    database: str
+    sslmode: str
+
+    def describe(self) -> str:
+        """Where we connect, for messages; never the password."""
+        return f"{self.user}@{self.host}:{self.port}/{self.database} (sslmode={self.sslmode})"
+
+
+_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+
+def parse_database_url(url: str) -> ConnectionParams:
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgresql", "postgres"}:
+        raise ConfigError("DATABASE_URL must start with postgresql://")
+    query = parse_qs(parts.query)
+    sslmode = query.get("sslmode", ["prefer"])[0]
+    if sslmode not in _SSLMODES:
+        raise ConfigError(f"DATABASE_URL sslmode={sslmode!r} is not one of {sorted(_SSLMODES)}")
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        raise ConfigError("DATABASE_URL has an invalid port") from None
+    return ConnectionParams(
+        host=parts.hostname or "127.0.0.1",
+        port=port,
+        user=unquote(parts.username or "postgres"),
+        password=unquote(parts.password) if parts.password is not None else None,
+        database=unquote(parts.path.lstrip("/")) or "postgres",
+        sslmode=sslmode,
+    )
+
+
+def _ssl_context(params: ConnectionParams) -> ssl.SSLContext | None:
+    if params.sslmode in {"disable", "allow", "prefer"}:
+        # pg8000 has no opportunistic TLS; local servers usually have none.
+        return None
+    context = ssl.create_default_context()
+    if params.sslmode == "require":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif params.sslmode == "verify-ca":
+        context.check_hostname = False
+    return context
+
+
+class Database:
+    def __init__(self, connection: Any, params: ConnectionParams) -> None:
+        self._con = connection
+        self.params = params
+
+    @classmethod
+    def connect(cls, url: str, *, application_name: str = "tickets-ingest") -> Database:
+        params = parse_database_url(url)
+        connection = pg8000.native.Connection(
+            user=params.user,
+            password=params.password,
+            host=params.host,
+            port=params.port,
+            database=params.database,
+            ssl_context=_ssl_context(params),
+            application_name=application_name,
+            timeout=60,
+        )
+        return cls(connection, params)
+
+    @property
+    def broken(self) -> bool:
+        return getattr(self._con, "_sock", None) is None
+
+    def close(self) -> None:
+        if not self.broken:
+            with suppress(InterfaceError, OSError):
+                self._con.close()
+
+    def run(self, sql: str, **params: Any) -> list[list[Any]]:
+        rows = self._con.run(sql, **params)
+        return list(rows) if rows is not None else []
+
+    def one(self, sql: str, **params: Any) -> list[Any]:
+        rows = self.run(sql, **params)
+        if len(rows) != 1:
+            raise RuntimeError(f"expected one row, got {len(rows)}")
+        return rows[0]
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        return self.one(sql, **params)[0]
+
+    @property
+    def row_count(self) -> int:
+        return int(self._con.row_count)
+
+    def copy_in(self, sql: str, stream: io.IOBase) -> int:
+        self._con.run(sql, stream=stream)
+        return int(self._con.row_count)
+
+    @contextmanager
+    def transaction(self, *, commit: bool = True) -> Iterator[None]:
+        """BEGIN ... COMMIT, or ROLLBACK when the block raises (if the connection lives).
+
+        ``commit=False`` rolls back even on success: a dry run does all the work and keeps none.
+        """
+        self._con.run("BEGIN")
+        try:
+            yield
+        except BaseException:
+            if not self.broken:
+                try:
+                    self._con.run("ROLLBACK")
+                except (InterfaceError, DatabaseError, OSError):
+                    self.close()
+            raise
+        self._con.run("COMMIT" if commit else "ROLLBACK")
+
+    def rollback(self) -> None:
+        self._con.run("ROLLBACK")
+
+    @contextmanager
+    def savepoint(self, name: str) -> Iterator[None]:
+        self._con.run(f"SAVEPOINT {name}")
+        try:
+            yield
+        except DatabaseError:
+            self._con.run(f"ROLLBACK TO SAVEPOINT {name}")
+            raise
+        self._con.run(f"RELEASE SAVEPOINT {name}")
+
+
+def sqlstate(error: BaseException) -> str:
+    """The SQLSTATE of a pg8000 DatabaseError ('' for anything else)."""
+    if isinstance(error, DatabaseError) and error.args and isinstance(error.args[0], dict):
+        return str(error.args[0].get("C", ""))
+    return ""
+
+
+def error_fields(error: BaseException) -> dict[str, str]:
+    if isinstance(error, DatabaseError) and error.args and isinstance(error.args[0], dict):
+        return {str(k): str(v) for k, v in error.args[0].items()}
+    return {}

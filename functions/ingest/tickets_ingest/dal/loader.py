@@ -1,0 +1,216 @@
+"""Set-based loading of one file inside the caller's transaction.
+
+The steps, each one statement: COPY the raw CSV into a text staging table; reject rows with
+no ticket_id; upsert the typed rows in one ``INSERT ... ON CONFLICT``. Typing is optimistic:
+if a value does not cast, the upsert fails as a whole, we roll back to a savepoint, find the
+bad rows with ``tickets.input_error`` (exact PostgreSQL casts, slow, only on such files),
+set them aside and upsert again. A clean file therefore costs what PostgreSQL's own COPY +
+upsert cost.
+
+Identifiers come from ``core.schema`` and validated settings and are always quoted here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+
+from pg8000.native import identifier
+
+from tickets_ingest.core.aliases import Aliases
+from tickets_ingest.core.schema import (
+    ALARM_COLUMN,
+    COLUMN_KINDS,
+    CSV_COLUMNS,
+    KEY_COLUMN,
+    NORMALIZED_COLUMNS,
+    RECENCY_COLUMN,
+    SENTINEL_PREFIX,
+    Kind,
+)
+
+SCHEMA = "tickets"
+STAGING = "pg_temp.staged_rows"
+REJECTS = "pg_temp.rejected_records"
+_SENTINEL_LIKE = SENTINEL_PREFIX.replace("%", r"\%").replace("_", r"\_") + "%"
+
+
+def _q(name: str) -> str:
+    return str(identifier(name))
+
+
+def _cast(column: str) -> str:
+    """The typed value of a staged column: empty is NULL, text stays text."""
+    kind = COLUMN_KINDS[column]
+    if kind is Kind.TEXT:
+        return f"nullif(s.{_q(column)}, '')"
+    return f"CAST(nullif(btrim(s.{_q(column)}), '') AS {kind.value})"
+
+
+@dataclass(frozen=True)
+class StagedCounts:
+    read: int
+    sentinel: int
+
+
+@dataclass(frozen=True)
+class CandidateCounts:
+    alarm: int
+    candidates: int  # rows that would be upserted, before de-duplication
+    distinct_ids: int
+
+
+class TableLoader:
+    """The statements for one table and set of stored columns (built once, reused)."""
+
+    def __init__(self, table: str, stored_columns: tuple[str, ...]) -> None:
+        self.table = table
+        self.stored_columns = stored_columns
+
+    @property
+    def target(self) -> str:
+        return f"{_q(SCHEMA)}.{_q(self.table)}"
+
+    @cached_property
+    def create_staging(self) -> str:
+        columns = ",\n    ".join(f"{_q(c)} text" for c in CSV_COLUMNS)
+        return (
+            f"CREATE TEMP TABLE staged_rows (\n"
+            f"    rec_no bigint GENERATED ALWAYS AS IDENTITY,\n    {columns}\n"
+            f") ON COMMIT DROP;\n"
+            f"CREATE TEMP TABLE rejected_records (\n"
+            f"    rec_no bigint PRIMARY KEY,\n    error text NOT NULL\n"
+            f") ON COMMIT DROP"
+        )
+
+    @staticmethod
+    def copy_statement(file_columns: tuple[str, ...]) -> str:
+        columns = ", ".join(_q(c) for c in file_columns)
+        return (
+            f"COPY {STAGING} ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')"
+        )
+
+    @cached_property
+    def staged_counts(self) -> str:
+        return (
+            f"SELECT count(*), count(*) FILTER (WHERE {_q(KEY_COLUMN)} LIKE '{_SENTINEL_LIKE}')\n"
+            f"FROM {STAGING}"
+        )
+
+    @cached_property
+    def reject_blank_ids(self) -> str:
+        key = _q(KEY_COLUMN)
+        return (
+            f"INSERT INTO {REJECTS} (rec_no, error)\n"
+            f"SELECT rec_no, '{KEY_COLUMN}: empty' FROM {STAGING}\n"
+            f"WHERE {key} IS NULL OR btrim({key}) = ''"
+        )
+
+    @cached_property
+    def _candidate_filter(self) -> str:
+        # CASE fixes the evaluation order: a sentinel row is never cast.
+        alarm = f"CAST(nullif(btrim(s.{_q(ALARM_COLUMN)}), '') AS boolean)"
+        return (
+            f"NOT EXISTS (SELECT 1 FROM {REJECTS} AS r WHERE r.rec_no = s.rec_no)\n"
+            f"  AND CASE WHEN s.{_q(KEY_COLUMN)} LIKE '{_SENTINEL_LIKE}' THEN false\n"
+            f"           ELSE NOT coalesce({alarm}, false) END"
+        )
+
+    @cached_property
+    def candidate_counts(self) -> str:
+        alarm = f"CAST(nullif(btrim(s.{_q(ALARM_COLUMN)}), '') AS boolean)"
+        return (
+            f"SELECT\n"
+            f"  count(*) FILTER (WHERE s.{_q(KEY_COLUMN)} NOT LIKE '{_SENTINEL_LIKE}'\n"
+            f"                   AND CASE WHEN s.{_q(KEY_COLUMN)} LIKE '{_SENTINEL_LIKE}'\n"
+            f"                            THEN false ELSE coalesce({alarm}, false) END),\n"
+            f"  count(*) FILTER (WHERE {self._candidate_filter}),\n"
+            f"  count(DISTINCT s.{_q(KEY_COLUMN)}) FILTER (WHERE {self._candidate_filter})\n"
+            f"FROM {STAGING} AS s\n"
+            f"WHERE NOT EXISTS (SELECT 1 FROM {REJECTS} AS r WHERE r.rec_no = s.rec_no)"
+        )
+
+    def upsert(self, *, recency_guard: bool) -> str:
+        columns = self.stored_columns
+        select = []
+        for column in columns:
+            if column in NORMALIZED_COLUMNS:
+                select.append(
+                    f"tickets.normalize_label(s.{_q(column)}, "
+                    f"CAST(:aliases AS jsonb) -> '{column}')"
+                )
+            else:
+                select.append(_cast(column))
+        insert_columns = ", ".join(_q(c) for c in (*columns, "source_key", "ingested_at"))
+        updates = ",\n    ".join(
+            f"{_q(c)} = excluded.{_q(c)}"
+            for c in (*columns, "source_key", "ingested_at")
+            if c != KEY_COLUMN
+        )
+        select_list = ",\n       ".join((*select, "CAST(:source_key AS text)", "now()"))
+        statement = (
+            f"INSERT INTO {self.target} AS stored ({insert_columns})\n"
+            f"SELECT DISTINCT ON (s.{_q(KEY_COLUMN)})\n       {select_list}\n"
+            f"FROM {STAGING} AS s\n"
+            f"WHERE {self._candidate_filter}\n"
+            # The last occurrence of a ticket_id within the file wins.
+            f"ORDER BY s.{_q(KEY_COLUMN)}, s.rec_no DESC\n"
+            f"ON CONFLICT ({_q(KEY_COLUMN)}) DO UPDATE SET\n    {updates}"
+        )
+        if recency_guard:
+            recency = _q(RECENCY_COLUMN)
+            statement += (
+                f"\nWHERE stored.{recency} IS NULL OR excluded.{recency} >= stored.{recency}"
+            )
+        return statement
+
+    @cached_property
+    def find_bad_values(self) -> str:
+        checks = ",\n    ".join(
+            f"'{c}: ' || tickets.input_error(s.{_q(c)}, '{COLUMN_KINDS[c].value}')"
+            for c in CSV_COLUMNS
+            if COLUMN_KINDS[c] is not Kind.TEXT and (c in self.stored_columns or c == ALARM_COLUMN)
+        )
+        return (
+            f"INSERT INTO {REJECTS} (rec_no, error)\n"
+            f"SELECT rec_no, errors FROM (\n"
+            f"  SELECT s.rec_no, concat_ws('; ',\n    {checks}) AS errors\n"
+            f"  FROM {STAGING} AS s\n"
+            f"  WHERE NOT EXISTS (SELECT 1 FROM {REJECTS} AS r WHERE r.rec_no = s.rec_no)\n"
+            f"    AND s.{_q(KEY_COLUMN)} NOT LIKE '{_SENTINEL_LIKE}'\n"
+            f") AS checked\nWHERE errors <> ''"
+        )
+
+    @staticmethod
+    def rejected_details(file_columns: tuple[str, ...]) -> str:
+        """Rejected records with their physical line (header is line 1) and raw CSV text."""
+        fields = ", ".join(f"tickets.csv_field(s.{_q(c)})" for c in file_columns)
+        newline_count = " + ".join(
+            f"coalesce(length(s.{_q(c)}) - length(replace(s.{_q(c)}, E'\\n', '')), 0)"
+            for c in file_columns
+        )
+        return (
+            f"SELECT r.rec_no, l.line_number, array_to_string(ARRAY[{fields}], ','), r.error\n"
+            f"FROM {REJECTS} AS r\n"
+            f"JOIN {STAGING} AS s ON s.rec_no = r.rec_no\n"
+            f"JOIN (SELECT rec_no, 1 + rec_no + coalesce(sum({newline_count}) OVER (\n"
+            f"          ORDER BY rec_no ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)\n"
+            f"          AS line_number\n"
+            f"      FROM {STAGING} AS s) AS l ON l.rec_no = r.rec_no\n"
+            f"ORDER BY r.rec_no"
+        )
+
+    @classmethod
+    def save_rejected(cls, file_columns: tuple[str, ...]) -> str:
+        return (
+            "INSERT INTO tickets.rejected_rows "
+            "(dataset, source_key, etag, line_number, raw_line, error)\n"
+            "SELECT :dataset, :source_key, :etag, line_number, raw_line, error\n"
+            f"FROM (\n{cls.rejected_details(file_columns)}\n)"
+            " AS d(rec_no, line_number, raw_line, error)"
+        )
+
+
+def aliases_json(aliases: Aliases) -> str:
+    return json.dumps(aliases, sort_keys=True)

@@ -1,0 +1,57 @@
+"""Errors a person can act on.
+
+The CLI turns them into exit codes, the Lambda handler into failed records.
+"""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class ConfigError(IngestError):
+    """An environment variable has a value we cannot use."""
+
+
+class FileRejected(IngestError):
+    """A stream file cannot be applied as a whole; nothing of it was committed.
+
+    The dataset stops at this file until it is fixed or quarantined: later files wait,
+    because order matters.
+    """
+
+    def __init__(
+        self, key: str, reason: str, *, line: int | None = None, column: str | None = None
+    ) -> None:
+        self.key = key
+        self.reason = reason
+        self.line = line
+        self.column = column
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        where = self.key
+        if self.line is not None:
+            where += f", line {self.line}"
+        if self.column is not None:
+            where += f", column {self.column}"
+        return f"{where}: {self.reason}"
+
+
+class SyncBusy(IngestError):
+    """Another sync of the same dataset holds the lock."""
+
+    def __init__(self, dataset: str, holder: str | None = None) -> None:
+        self.dataset = dataset
+        self.holder = holder
+        detail = f" (held by {holder})" if holder else ""
+        super().__init__(f"another sync of dataset {dataset!r} is running{detail}; nothing done")
+
+
+class SchemaMismatch(IngestError):
+    """The database table does not have the columns the configuration asks to store."""
+
+
+class ObjectChanged(IngestError):
+    """An object changed between listing and reading it; the next run re-plans."""

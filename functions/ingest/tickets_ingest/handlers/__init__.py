@@ -1,0 +1,1 @@
+"""Entry points: the operator CLI and the Lambda handler. Wiring and presentation only."""

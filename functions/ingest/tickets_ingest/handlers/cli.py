@@ -1,0 +1,164 @@
+"""``tickets-ingest``: the operator's commands. Parsing and printing; the work is in logic/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tickets_ingest.dal.db import DatabaseError, InterfaceError, error_fields
+from tickets_ingest.errors import ConfigError, IngestError, SyncBusy
+from tickets_ingest.handlers import render
+from tickets_ingest.logic.runtime import Runtime
+from tickets_ingest.logic.status import dataset_status
+from tickets_ingest.logic.sync import SyncOptions, sync
+from tickets_ingest.settings import load_settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a file was rejected, or something failed
+EXIT_USAGE = 2  # bad arguments or configuration
+EXIT_BUSY = 75  # EX_TEMPFAIL: another sync holds the dataset; try again later
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tickets-ingest",
+        description="Apply the ticket CDC stream from S3 to PostgreSQL, in order, exactly once.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("sync", help="show the plan for a dataset; --apply applies it")
+    _dataset_args(run)
+    run.add_argument("--apply", action="store_true", help="apply the plan (default: dry run)")
+    run.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wait this long for a concurrent sync to finish (default: LOCK_WAIT_SECONDS)",
+    )
+    run.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    status = commands.add_parser("status", help="watermark, pending, blocked, counts, lag")
+    _dataset_args(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    commands.add_parser("migrate", help="create or upgrade the tickets schema")
+    return parser
+
+
+def _dataset_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        metavar="NAME",
+        help="dataset to act on (repeatable; default: every enabled dataset)",
+    )
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load_settings()
+        runtime = Runtime(settings, application_name=f"tickets-ingest cli {args.command}")
+        try:
+            command: Callable[[Runtime, argparse.Namespace, TextIO], int] = _COMMANDS[args.command]
+            return command(runtime, args, out)
+        finally:
+            runtime.close()
+    except ConfigError as exc:
+        return _fail(f"configuration: {exc}", EXIT_USAGE, args.debug)
+    except SyncBusy as exc:
+        return _fail(str(exc), EXIT_BUSY, args.debug)
+    except IngestError as exc:
+        return _fail(str(exc), EXIT_FAILED, args.debug)
+    except (DatabaseError, InterfaceError) as exc:
+        message = error_fields(exc).get("M") or str(exc)
+        return _fail(f"database: {message}", EXIT_FAILED, args.debug)
+    except (ClientError, BotoCoreError) as exc:
+        return _fail(f"S3: {exc}", EXIT_FAILED, args.debug)
+    except KeyboardInterrupt:
+        return _fail("interrupted; committed files stay committed, rerun to continue", 130, False)
+
+
+def _fail(message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"tickets-ingest: {message}", file=sys.stderr)
+    return code
+
+
+def _datasets(runtime: Runtime, args: argparse.Namespace) -> list[str]:
+    chosen: list[str] = args.dataset or list(runtime.settings.datasets)
+    for dataset in chosen:
+        runtime.settings.table_for(dataset)  # ConfigError for a dataset not enabled
+    return chosen
+
+
+def _sync(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
+    progress = render.ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    code = EXIT_OK
+    reports: list[dict[str, Any]] = []
+    for dataset in _datasets(runtime, args):
+        options = SyncOptions(
+            dry_run=not args.apply,
+            lock_wait_seconds=args.wait,
+            on_progress=progress.update if progress else None,
+        )
+        report = sync(runtime, dataset, options)
+        if progress:
+            progress.clear()
+        if args.json:
+            reports.append(render.report_json(report))
+        else:
+            render.print_report(report, out)
+        if not report.ok:
+            code = EXIT_FAILED
+            rejected = report.rejected
+            assert rejected is not None
+            print(f"tickets-ingest: {render.blocked_line(rejected)}", file=sys.stderr)
+    if args.json:
+        json.dump(reports, out, indent=2, default=str)
+        out.write("\n")
+    return code
+
+
+def _status(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
+    statuses = [dataset_status(runtime, d) for d in _datasets(runtime, args)]
+    if args.json:
+        payload: Any = [s.to_json() for s in statuses]
+        if args.dataset and len(statuses) == 1:
+            payload = payload[0]
+        json.dump(payload, out, indent=2, default=str)
+        out.write("\n")
+    else:
+        for status in statuses:
+            render.print_status(status, out)
+    return EXIT_FAILED if any(s.blocked for s in statuses) else EXIT_OK
+
+
+def _migrate(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
+    applied = runtime.migrate()
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date", file=out)
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace, TextIO], int]] = {
+    "sync": _sync,
+    "status": _status,
+    "migrate": _migrate,
+}

@@ -1,0 +1,199 @@
+"""How the CLI shows plans, reports and status to a person (and as JSON)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from tickets_ingest.logic.status import DatasetStatus
+from tickets_ingest.models import BlockedFile, FileResult, StreamObject, SyncReport
+
+
+def human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+def human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 0:
+        return "in the future (clock skew?)"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {seconds % 60}s"
+
+
+def blocked_line(blocked: BlockedFile) -> str:
+    where = blocked.key
+    if blocked.line is not None:
+        where += f", line {blocked.line}"
+    if blocked.column:
+        where += f", column {blocked.column}"
+    return f"rejected {where}: {blocked.reason}"
+
+
+def _counts(result: FileResult) -> str:
+    c = result.counts
+    parts = [f"{c.read} read", f"{c.upserted} upserted"]
+    if c.skipped_older:
+        parts.append(f"{c.skipped_older} older kept out")
+    if c.alarm_filtered:
+        parts.append(f"{c.alarm_filtered} alarms dropped")
+    if c.sentinel_filtered:
+        parts.append(f"{c.sentinel_filtered} sentinel (export truncated!)")
+    if c.duplicate_ids:
+        parts.append(f"{c.duplicate_ids} repeated ids")
+    if c.rejected:
+        parts.append(f"{c.rejected} rejected")
+    return ", ".join(parts)
+
+
+def print_report(report: SyncReport, out: TextIO) -> None:
+    plan = report.plan
+    mode = "dry run: nothing was changed (add --apply to apply)" if report.dry_run else "applied"
+    print(f"dataset {report.dataset} — {mode}", file=out)
+    print(f"  watermark before: {plan.watermark or '(none: fresh stream)'}", file=out)
+    results = {r.key: r for r in report.applied}
+    if not plan.to_apply:
+        print("  nothing pending", file=out)
+    for number, planned in enumerate(plan.to_apply, start=1):
+        obj = planned.obj
+        result = results.get(obj.key)
+        if result is not None:
+            outcome = f"{'would apply' if report.dry_run else 'applied'}: {_counts(result)}"
+            outcome += f" ({result.duration_ms} ms)"
+        elif report.rejected is not None and report.rejected.key == obj.key:
+            outcome = "REJECTED: " + blocked_line(report.rejected)
+        elif report.stopped_early:
+            outcome = "not started (time budget); next run continues"
+        else:
+            outcome = "waits (an earlier file is rejected)"
+        print(
+            f"  {number:>3}. {obj.name}  {planned.export_type.value:<8} "
+            f"{human_bytes(obj.size):>9}  {outcome}",
+            file=out,
+        )
+    for obj in plan.to_archive:
+        done = "archived" if obj.key in report.archived else "to archive"
+        print(f"  already applied, {done}: {obj.name}", file=out)
+    for conflict in plan.conflicts:
+        print(
+            f"  CONFLICT: {conflict.obj.name} was applied with ETag {conflict.applied_etag}, "
+            f"now has {conflict.obj.etag}: left in changes/ for an operator",
+            file=out,
+        )
+    for key in plan.ignored:
+        print(f"  ignored (not a stream file): {key}", file=out)
+    if not report.dry_run:
+        print(f"  watermark after:  {report.watermark_after or '(none)'}", file=out)
+
+
+def report_json(report: SyncReport) -> dict[str, Any]:
+    return {
+        "dataset": report.dataset,
+        "dry_run": report.dry_run,
+        "watermark_before": report.plan.watermark,
+        "watermark_after": report.watermark_after,
+        "planned": [
+            {"key": p.obj.key, "export_type": p.export_type.value, "size": p.obj.size}
+            for p in report.plan.to_apply
+        ],
+        "applied": [
+            {
+                "key": r.key,
+                "export_type": r.export_type.value,
+                "committed": r.committed,
+                "archived": r.archived,
+                "duration_ms": r.duration_ms,
+                "rows": vars(r.counts),
+            }
+            for r in report.applied
+        ],
+        "archived": report.archived,
+        "conflicts": [c.obj.key for c in report.plan.conflicts],
+        "ignored": list(report.plan.ignored),
+        "rejected": None if report.rejected is None else blocked_line(report.rejected),
+        "stopped_early": report.stopped_early,
+    }
+
+
+def print_status(status: DatasetStatus, out: TextIO) -> None:
+    plan = status.plan
+    print(f"dataset {status.dataset}", file=out)
+    print(f"  watermark      {status.watermark or '(none: nothing applied yet)'}", file=out)
+    print(f"  lag            {human_age(status.lag_seconds)}", file=out)
+    pending = [p.obj.name + (" (late)" if p in plan.late else "") for p in plan.to_apply]
+    print(
+        f"  pending        {len(pending)}" + (f": {', '.join(pending[:8])}" if pending else ""),
+        file=out,
+    )
+    if len(pending) > 8:
+        print(f"                 … and {len(pending) - 8} more", file=out)
+    if status.blocked:
+        b = status.blocked
+        print(f"  BLOCKED        {blocked_line(b)}", file=out)
+        print(
+            f"                 since {b.since:%Y-%m-%d %H:%M:%S %Z}, {b.attempts} attempt(s)",
+            file=out,
+        )
+    else:
+        print("  blocked        no", file=out)
+    print(f"  applied files  {status.applied_files} ({status.late_files} late)", file=out)
+    print(f"  rejected rows  {status.rejected_rows}", file=out)
+    if plan.to_archive:
+        print(
+            f"  to archive     {len(plan.to_archive)} (applied; the next sync moves them)", file=out
+        )
+    for conflict in plan.conflicts:
+        print(
+            f"  CONFLICT       {conflict.obj.name}: applied ETag {conflict.applied_etag}, "
+            f"now {conflict.obj.etag}",
+            file=out,
+        )
+    if plan.ignored:
+        print(f"  ignored keys   {len(plan.ignored)}", file=out)
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal, for files big enough to wait for."""
+
+    MIN_SIZE = 1_000_000
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._last = 0.0
+
+    def update(self, obj: StreamObject, done: int) -> None:
+        if obj.size < self.MIN_SIZE:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and done < obj.size:
+            return
+        self._last = now
+        share = min(done / obj.size, 1.0) if obj.size else 1.0
+        filled = int(share * 30)
+        self._stream.write(
+            f"\r  {obj.name} [{'#' * filled}{' ' * (30 - filled)}] {share:4.0%} "
+            f"{human_bytes(done)}/{human_bytes(obj.size)}"
+        )
+        self._stream.flush()
+
+    def clear(self) -> None:
+        self._stream.write("\r" + " " * 79 + "\r")
+        self._stream.flush()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

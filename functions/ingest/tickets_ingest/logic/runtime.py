@@ -1,0 +1,95 @@
+"""What a process keeps between syncs: settings, the bucket, one database connection.
+
+A Lambda container keeps one ``Runtime`` while warm; the CLI builds one per command.
+The connection is opened lazily, migrated once, and re-opened when it breaks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from tickets_ingest.core.aliases import load_aliases
+from tickets_ingest.dal import sql
+from tickets_ingest.dal.db import Database
+from tickets_ingest.dal.loader import TableLoader, aliases_json
+from tickets_ingest.dal.migrate import migrate
+from tickets_ingest.dal.s3 import Bucket
+from tickets_ingest.errors import SchemaMismatch
+from tickets_ingest.logic.apply import ApplyContext
+from tickets_ingest.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    application_name: str = "tickets-ingest"
+    _db: Database | None = field(default=None, repr=False)
+    _checked_tables: set[str] = field(default_factory=set, repr=False)
+    _migrated: bool = False
+
+    @cached_property
+    def bucket(self) -> Bucket:
+        return Bucket(self.settings.bucket)
+
+    @cached_property
+    def _aliases_json(self) -> str:
+        return aliases_json(load_aliases(self.settings.aliases_file))
+
+    def db(self) -> Database:
+        """The open connection, (re)connecting (and migrating once, if enabled) as needed."""
+        if self.settings.auto_migrate and not self._migrated:
+            self.migrate()
+        return self._connection()
+
+    def migrate(self) -> list[str]:
+        """Bring the schema up to date; the names of the migrations applied now."""
+        applied = migrate(self._connection())
+        if applied:
+            log.info("applied migrations %s", ", ".join(applied))
+        self._migrated = True
+        return applied
+
+    def _connection(self) -> Database:
+        if self._db is None or self._db.broken:
+            if self._db is not None:
+                log.warning("database connection was lost; reconnecting")
+            self._db = Database.connect(
+                self.settings.database_url, application_name=self.application_name
+            )
+        return self._db
+
+    def apply_context(self, dataset: str) -> ApplyContext:
+        table = self.settings.table_for(dataset)
+        loader = TableLoader(table, self.settings.stored_columns)
+        if table not in self._checked_tables:
+            self._check_table(table)
+            self._checked_tables.add(table)
+        return ApplyContext(
+            dataset=dataset,
+            loader=loader,
+            source_timezone=self.settings.source_timezone,
+            aliases_json=self._aliases_json,
+            max_rejected_share=self.settings.max_rejected_share,
+        )
+
+    def _check_table(self, table: str) -> None:
+        present = {row[0] for row in self.db().run(sql.TABLE_COLUMNS, table=table)}
+        if not present:
+            raise SchemaMismatch(
+                f"table tickets.{table} does not exist; run `tickets-ingest migrate`"
+            )
+        missing = [c for c in self.settings.stored_columns if c not in present]
+        if missing:
+            raise SchemaMismatch(
+                f"table tickets.{table} lacks column(s) {', '.join(missing)} that DROP_FIELDS "
+                "keeps; add them with a migration or drop them in DROP_FIELDS"
+            )
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

@@ -1,0 +1,82 @@
+"""What an operator needs to know about a dataset, at a glance or as JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tickets_ingest.core.keys import key_timestamp
+from tickets_ingest.dal import ledger
+from tickets_ingest.dal import sql as statements
+from tickets_ingest.logic.runtime import Runtime
+from tickets_ingest.logic.sync import plan_dataset
+from tickets_ingest.models import BlockedFile, Plan
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    dataset: str
+    plan: Plan
+    blocked: BlockedFile | None
+    applied_files: int
+    late_files: int
+    rejected_rows: int
+    last_applied_at: datetime | None
+    lag_seconds: float | None  # now minus the watermark's timestamp
+
+    @property
+    def watermark(self) -> str | None:
+        return self.plan.watermark
+
+    def to_json(self) -> dict[str, Any]:
+        blocked = self.blocked
+        return {
+            "dataset": self.dataset,
+            "watermark": self.watermark,
+            "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 1),
+            "pending": [p.obj.key for p in self.plan.to_apply],
+            "late": [p.obj.key for p in self.plan.late],
+            "to_archive": [o.key for o in self.plan.to_archive],
+            "conflicts": [
+                {"key": c.obj.key, "etag": c.obj.etag, "applied_etag": c.applied_etag}
+                for c in self.plan.conflicts
+            ],
+            "ignored": list(self.plan.ignored),
+            "blocked": None
+            if blocked is None
+            else {
+                "key": blocked.key,
+                "etag": blocked.etag,
+                "reason": blocked.reason,
+                "line": blocked.line,
+                "column": blocked.column,
+                "since": blocked.since.isoformat(),
+                "attempts": blocked.attempts,
+            },
+            "applied_files": self.applied_files,
+            "late_files": self.late_files,
+            "rejected_rows": self.rejected_rows,
+            "last_applied_at": None
+            if self.last_applied_at is None
+            else self.last_applied_at.isoformat(),
+        }
+
+
+def dataset_status(runtime: Runtime, dataset: str, now: datetime | None = None) -> DatasetStatus:
+    plan = plan_dataset(runtime, dataset)
+    db = runtime.db()
+    applied, late, last_applied = db.one(statements.LEDGER_TOTALS, dataset=dataset)
+    rejected_rows = db.scalar(statements.REJECTED_ROW_COUNT, dataset=dataset)
+    stamp = key_timestamp(plan.watermark) if plan.watermark else None
+    now = now or datetime.now(UTC)
+    return DatasetStatus(
+        dataset=dataset,
+        plan=plan,
+        blocked=ledger.blocked_file(db, dataset),
+        applied_files=int(applied),
+        late_files=int(late),
+        rejected_rows=int(rejected_rows),
+        last_applied_at=last_applied,
+        lag_seconds=None if stamp is None else (now - stamp).total_seconds(),
+    )

@@ -1,0 +1,115 @@
+"""Plain data passed between the layers. No behaviour beyond derived properties."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class ExportType(enum.StrEnum):
+    """How a file was applied, as recorded in ``tickets.import_meta.export_type``."""
+
+    BASELINE = "baseline"  # the first file applied onto an empty watermark
+    DELTA = "delta"  # newer than the watermark: plain upsert, advances the watermark
+    LATE = "late"  # at/older than the watermark, never applied: recency-guarded upsert
+    REPLAY = "replay"  # re-applied from processed/ by an operator: recency-guarded
+
+
+@dataclass(frozen=True)
+class StreamObject:
+    """One object listed under ``changes/``."""
+
+    key: str
+    etag: str
+    size: int
+    timestamp: datetime  # from the name, Africa/Nairobi
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    obj: StreamObject
+    export_type: ExportType
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A key already applied whose object now has a different ETag."""
+
+    obj: StreamObject
+    applied_etag: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a sync of one dataset would do, in order. Built by ``core.plan.plan_sync``."""
+
+    dataset: str
+    watermark: str | None
+    to_apply: tuple[PlannedFile, ...]  # oldest first: late files and pending files
+    to_archive: tuple[StreamObject, ...]  # applied (same ETag) but still in changes/
+    conflicts: tuple[Conflict, ...]
+    ignored: tuple[str, ...]  # keys under changes/ that are not stream files
+
+    @property
+    def pending(self) -> tuple[PlannedFile, ...]:
+        return tuple(p for p in self.to_apply if p.export_type is not ExportType.LATE)
+
+    @property
+    def late(self) -> tuple[PlannedFile, ...]:
+        return tuple(p for p in self.to_apply if p.export_type is ExportType.LATE)
+
+
+@dataclass
+class RowCounts:
+    read: int = 0  # data records in the file
+    upserted: int = 0  # rows inserted or updated in the table
+    skipped_older: int = 0  # late/replay rows not applied because the stored row is newer
+    alarm_filtered: int = 0
+    sentinel_filtered: int = 0
+    rejected: int = 0  # rows sent to tickets.rejected_rows
+    duplicate_ids: int = 0  # rows superseded by a later row with the same ticket_id
+
+
+@dataclass
+class FileResult:
+    key: str
+    etag: str
+    export_type: ExportType
+    counts: RowCounts
+    bytes_read: int
+    duration_ms: int
+    committed: bool  # False on a dry run
+    archived: bool = False
+    timings_ms: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BlockedFile:
+    key: str
+    etag: str
+    reason: str
+    line: int | None
+    column: str | None
+    since: datetime
+    attempts: int
+
+
+@dataclass
+class SyncReport:
+    dataset: str
+    plan: Plan
+    applied: list[FileResult] = field(default_factory=list)
+    archived: list[str] = field(default_factory=list)
+    rejected: BlockedFile | None = None
+    stopped_early: bool = False  # the caller's time budget ran out between files
+    dry_run: bool = False
+    watermark_after: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected is None

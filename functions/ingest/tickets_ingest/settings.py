@@ -1,0 +1,146 @@
+"""Configuration: every environment variable is read and checked here, once.
+
+Defaults work for a local run; a bad value fails fast with the variable's name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tickets_ingest.core.keys import DATASET_PATTERN
+from tickets_ingest.core.schema import CSV_COLUMNS, DEFAULT_DROP_FIELDS, KEY_COLUMN, RECENCY_COLUMN
+from tickets_ingest.errors import ConfigError
+
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+DEFAULT_TABLES = {"inc": "incidents", "crq": "change_requests"}
+DEFAULT_ALIASES = Path(__file__).parent / "data" / "aliases.csv"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tickets"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    bucket: str
+    datasets: tuple[str, ...]
+    tables: Mapping[str, str]  # dataset -> table in schema ``tickets``
+    drop_fields: tuple[str, ...]
+    source_timezone: str
+    max_rejected_share: float
+    aliases_file: Path
+    lock_wait_seconds: float
+    auto_migrate: bool
+
+    def table_for(self, dataset: str) -> str:
+        if dataset not in self.datasets:
+            enabled = ", ".join(self.datasets)
+            raise ConfigError(f"dataset {dataset!r} is not enabled (DATASETS={enabled})")
+        return self.tables[dataset]
+
+    @property
+    def stored_columns(self) -> tuple[str, ...]:
+        """CSV columns kept in the tables, in the exporter's order."""
+        return tuple(c for c in CSV_COLUMNS if c not in self.drop_fields)
+
+
+def _csv_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r} must be between {low} and {high}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def _tables(raw: str | None) -> dict[str, str]:
+    tables = dict(DEFAULT_TABLES)
+    for pair in _csv_list(raw or ""):
+        dataset, sep, table = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"DATASET_TABLES entry {pair!r} is not dataset=table")
+        tables[dataset.strip()] = table.strip()
+    for dataset, table in tables.items():
+        if not DATASET_PATTERN.fullmatch(dataset):
+            raise ConfigError(f"DATASET_TABLES: {dataset!r} is not a valid dataset name")
+        if not IDENTIFIER.fullmatch(table):
+            raise ConfigError(f"DATASET_TABLES: {table!r} is not a valid table name")
+    return tables
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the configuration from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    tables = _tables(env.get("DATASET_TABLES"))
+
+    datasets = _csv_list(env.get("DATASETS", "inc"))
+    if not datasets:
+        raise ConfigError("DATASETS is empty: enable at least one dataset (e.g. DATASETS=inc)")
+    for dataset in datasets:
+        if not DATASET_PATTERN.fullmatch(dataset):
+            raise ConfigError(f"DATASETS: {dataset!r} is not a valid dataset name")
+        if dataset not in tables:
+            raise ConfigError(
+                f"DATASETS: {dataset!r} has no table; add it to DATASET_TABLES ({dataset}=table)"
+            )
+
+    drop_fields = _csv_list(env.get("DROP_FIELDS", ",".join(DEFAULT_DROP_FIELDS)))
+    unknown = sorted(set(drop_fields) - set(CSV_COLUMNS))
+    if unknown:
+        raise ConfigError(f"DROP_FIELDS names unknown columns: {', '.join(unknown)}")
+    if {KEY_COLUMN, RECENCY_COLUMN} & set(drop_fields):
+        raise ConfigError(f"DROP_FIELDS cannot drop {KEY_COLUMN} or {RECENCY_COLUMN}")
+
+    timezone = env.get("SOURCE_TIMEZONE", "Africa/Nairobi")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"SOURCE_TIMEZONE={timezone!r} is not a known time zone") from None
+
+    aliases = Path(env.get("ALIASES_FILE") or DEFAULT_ALIASES)
+    if not aliases.is_file():
+        raise ConfigError(f"ALIASES_FILE={str(aliases)!r} does not exist")
+
+    bucket = env.get("TICKETS_BUCKET", "tickets")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError(f"TICKETS_BUCKET={bucket!r} is not a valid bucket name")
+
+    database_url = env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    if not database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("DATABASE_URL must start with postgresql://")
+
+    return Settings(
+        database_url=database_url,
+        bucket=bucket,
+        datasets=datasets,
+        tables=tables,
+        drop_fields=drop_fields,
+        source_timezone=timezone,
+        max_rejected_share=_float(env, "MAX_REJECTED_SHARE", 0.01, 0.0, 1.0),
+        aliases_file=aliases,
+        lock_wait_seconds=_float(env, "LOCK_WAIT_SECONDS", 0.0, 0.0, 3600.0),
+        auto_migrate=_bool(env, "AUTO_MIGRATE", True),
+    )
