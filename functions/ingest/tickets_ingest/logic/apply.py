@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tickets_ingest.core.csvstream import CsvBody
-from tickets_ingest.core.schema import check_header
+from tickets_ingest.core.schema import COLUMN_KINDS, check_header
 from tickets_ingest.dal import ledger
 from tickets_ingest.dal import sql as statements
 from tickets_ingest.dal.db import Database, DatabaseError, error_fields, sqlstate
@@ -162,6 +162,7 @@ def _check_reject_share(
         return
     examples = db.run(ctx.loader.rejected_details(columns))[:_MAX_LISTED_ROW_ERRORS]
     first_line = examples[0][1] if examples else None
+    first_column = examples[0][3].split(":", 1)[0] if examples else None
     listed = "; ".join(f"line {line}: {error}" for _, line, _, error in examples)
     raise FileRejected(
         key,
@@ -169,6 +170,7 @@ def _check_reject_share(
         f"{ctx.max_rejected_share:.1%}): this looks like a format change, not a bad row. "
         f"First: {listed}",
         line=first_line,
+        column=first_column if first_column in COLUMN_KINDS else None,
     )
 
 
