@@ -137,7 +137,7 @@ class Env:
         response = self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
         return str(response["ETag"]).strip('"')
 
-    def keys(self, prefix: str = "automations/") -> list[str]:
+    def list_keys(self, prefix: str = "automations/") -> list[str]:
         paginator = self.s3.get_paginator("list_objects_v2")
         return sorted(
             item["Key"]

@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import Env
 from tests.support.rows import csv_bytes, key, row
 from tickets_ingest.core.schema import CSV_COLUMNS
+from tickets_ingest.handlers.render import blocked_line
 from tickets_ingest.logic.status import dataset_status
 from tickets_ingest.logic.sync import sync
 
@@ -100,7 +101,7 @@ def test_file_level_problem_rejects_file_and_stops_the_stream(env: Env, case: st
     db = env.db()
     assert db.scalar("SELECT count(*) FROM tickets.incidents") == 3
     assert db.scalar("SELECT count(*) FROM tickets.import_meta") == 1
-    assert BAD in env.keys() and LATER in env.keys()
+    assert BAD in env.list_keys() and LATER in env.list_keys()
 
     status = dataset_status(env.runtime(), "inc").to_json()
     assert status["blocked"]["key"] == BAD
@@ -179,8 +180,6 @@ def test_error_messages_name_file_line_and_column(env: Env) -> None:
     )
     report = sync(env.runtime(), "inc")
     assert report.rejected is not None
-    from tickets_ingest.handlers.render import blocked_line
-
     assert blocked_line(report.rejected) == (
         f"rejected {BASELINE}, line 3: extra data after last expected column"
     )
@@ -192,8 +191,6 @@ def test_rejected_file_message_names_the_first_bad_column(env: Env) -> None:
     env.put(BASELINE, csv_bytes(rows))
     report = sync(env.runtime(), "inc")
     assert report.rejected is not None
-    from tickets_ingest.handlers.render import blocked_line
-
     assert blocked_line(report.rejected).startswith(
         f"rejected {BASELINE}, line 5, column mttr: 1 of 10 rows are invalid"
     )

@@ -57,4 +57,4 @@ def test_racing_syncs_apply_each_file_exactly_once(env: Env) -> None:
     db = env.db()
     assert db.scalar("SELECT count(*) FROM tickets.import_meta") == 3
     assert db.scalar("SELECT count(*) FROM tickets.incidents") == 6000
-    assert env.keys("automations/inc/changes/") == []
+    assert env.list_keys("automations/inc/changes/") == []

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import Env
 from tests.support.rows import csv_bytes, key, row
+from tickets_ingest.errors import ConfigError
 from tickets_ingest.logic.sync import SyncOptions, sync
 from tickets_ingest.models import ExportType
 
@@ -73,8 +74,8 @@ def test_baseline_then_deltas_in_order_and_archived(env: Env) -> None:
         ("2026-06-22T15-53-04.csv", "delta", 1, 1),
         ("2026-06-22T17-10-41.csv", "delta", 2, 2),
     ]
-    assert env.keys("automations/inc/changes/") == []
-    assert env.keys("automations/inc/processed/") == [
+    assert env.list_keys("automations/inc/changes/") == []
+    assert env.list_keys("automations/inc/processed/") == [
         "automations/inc/processed/2026-06-22T15-50-39.csv",
         "automations/inc/processed/2026-06-22T15-53-04.csv",
         "automations/inc/processed/2026-06-22T17-10-41.csv",
@@ -102,7 +103,7 @@ def test_dry_run_changes_nothing_but_reports_counts(env: Env, dry_run: bool) -> 
     ] == [(2, 1, 1)]
     assert stored(env) == {}
     assert ledger(env) == []
-    assert env.keys("automations/inc/changes/") == [key("2026-06-22T15-50-39")]
+    assert env.list_keys("automations/inc/changes/") == [key("2026-06-22T15-50-39")]
 
 
 def test_late_file_applies_with_recency_guard(env: Env) -> None:
@@ -149,7 +150,7 @@ def test_conflicting_etag_is_reported_and_left_alone(env: Env) -> None:
     assert report.applied == []
     assert [c.obj.key for c in report.plan.conflicts] == [key("2026-06-22T15-50-39")]
     assert stored(env)["INC1"]["raw_status"] == "Assigned"
-    assert key("2026-06-22T15-50-39") in env.keys("automations/inc/changes/")
+    assert key("2026-06-22T15-50-39") in env.list_keys("automations/inc/changes/")
 
 
 def test_crash_after_commit_before_archive_only_archives_next_time(env: Env) -> None:
@@ -164,14 +165,14 @@ def test_crash_after_commit_before_archive_only_archives_next_time(env: Env) -> 
     with pytest.raises(KeyboardInterrupt):
         sync(runtime, "inc")
     assert len(ledger(env)) == 1  # committed
-    assert env.keys("automations/inc/changes/") == [key("2026-06-22T15-50-39")]
+    assert env.list_keys("automations/inc/changes/") == [key("2026-06-22T15-50-39")]
 
     runtime.bucket.archive = real_archive  # type: ignore[method-assign]
     report = sync(env.runtime(), "inc")
     assert report.applied == []
     assert report.archived == [key("2026-06-22T15-50-39")]
     assert len(ledger(env)) == 1
-    assert env.keys("automations/inc/changes/") == []
+    assert env.list_keys("automations/inc/changes/") == []
 
 
 class _DiesMidway:
@@ -228,7 +229,7 @@ def test_repeated_ticket_id_last_occurrence_wins(env: Env) -> None:
 def test_alarm_and_sentinel_rows_are_dropped_and_counted(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sentinel = {c: "" for c in row("x")} | {"ticket_id": "EXPORT STOPPED: row limit reached"}
+    sentinel = dict.fromkeys(row("x"), "") | {"ticket_id": "EXPORT STOPPED: row limit reached"}
     env.put(
         key("2026-06-22T15-50-39"),
         csv_bytes([sentinel, row("INC1"), row("INC2", is_alarm="true"), row("INC3", is_alarm="")]),
@@ -345,7 +346,7 @@ def test_non_stream_keys_are_ignored_and_legacy_prefixes_untouched(env: Env) -> 
 
     assert sorted(report.plan.ignored) == sorted(junk)
     assert sorted(stored(env)) == ["INC1"]
-    remaining = env.keys()
+    remaining = env.list_keys()
     for k in legacy + junk:
         assert k in remaining
 
@@ -356,7 +357,5 @@ def test_crq_goes_to_its_own_table_and_disabled_datasets_are_refused(env: Env) -
     assert sorted(stored(env, "change_requests")) == ["CRQ1"]
     assert stored(env) == {}
     env.set(DATASETS="inc")
-    from tickets_ingest.errors import ConfigError
-
     with pytest.raises(ConfigError, match="not enabled"):
         sync(env.runtime(), "crq")

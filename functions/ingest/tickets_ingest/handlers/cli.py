@@ -162,3 +162,7 @@ _COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace, TextIO], int]] = {
     "status": _status,
     "migrate": _migrate,
 }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
