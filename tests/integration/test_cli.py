@@ -48,7 +48,8 @@ def test_rejected_file_exits_non_zero_with_one_line(
     assert "REJECTED" in out
     last = err.strip().splitlines()[-1]
     assert last.startswith(
-        "tickets-ingest: rejected automations/inc/changes/2026-06-22T15-50-39.csv, line 1: bad header"
+        "tickets-ingest: rejected automations/inc/changes/2026-06-22T15-50-39.csv, "
+        "line 1: bad header"
     )
     assert "Traceback" not in err
 
