@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck fmt check clean
+.PHONY: venv run test measure lint typecheck fmt check clean
 
 $(STAMP): requirements-dev.txt functions/ingest/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ venv: $(STAMP)
 ## run: the main job on embedded defaults (local PostgreSQL + S3 emulator, generated stream)
 run: $(STAMP)
 	$(BIN)/tickets-devkit run
+
+## measure: time and peak memory of a 34,849-row baseline sync (child process, fsync on)
+measure: $(STAMP)
+	$(BIN)/tickets-devkit measure
 
 ## test: the whole test suite (starts its own PostgreSQL; moto for AWS)
 test: $(STAMP)

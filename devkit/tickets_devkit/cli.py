@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -116,9 +115,6 @@ def measure(args: argparse.Namespace) -> int:
         path.unlink()
         env = {**os.environ, **stack.env("inc")}
         command = [
-            sys.executable,
-            "-m",
-            "tickets_ingest.handlers.cli",
             "sync",
             "--apply",
             "--json",
@@ -132,11 +128,9 @@ def measure(args: argparse.Namespace) -> int:
             check=True,
             capture_output=True,
         )
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         clock = time.perf_counter()
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        done, peak_kib = _run_measured(command, env)
         wall = time.perf_counter() - clock
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         if done.returncode != 0:
             print(done.stdout, done.stderr, file=sys.stderr)
             return done.returncode
@@ -146,10 +140,38 @@ def measure(args: argparse.Namespace) -> int:
             f"rows {args.rows:,}  file {size / 1e6:.1f} MB  "
             f"wall {wall:.2f} s (process start, connect, list, stream, COPY, upsert, "
             f"commit, archive)  apply {applied['duration_ms']} ms  "
-            f"peak RSS {max(peak_kib, before) / 1024:.0f} MB  "
+            f"peak RSS {peak_kib / 1024:.0f} MB  "
             f"upserted {applied['rows']['upserted']:,}"
         )
     return 0
+
+
+# Runs the CLI, then reports the process's own high-water mark. Not ru_maxrss: on Linux a
+# child inherits its parent's maxrss across fork+exec, so a big parent would count twice.
+_MEASURED = """
+import sys
+from tickets_ingest.handlers.cli import main
+code = main(sys.argv[1:])
+with open("/proc/self/status") as status:
+    peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+print(f"VmHWM_KIB={peak}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _run_measured(
+    args: list[str], env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Run ``tickets-ingest ARGS`` in a child; its result and its own peak RSS in KiB."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURED, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    marker = [line for line in done.stderr.splitlines() if line.startswith("VmHWM_KIB=")]
+    return done, int(marker[-1].split("=")[1]) if marker else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -113,57 +113,69 @@ class TableLoader:
         alarm = f"CAST(nullif(btrim(s.{_q(ALARM_COLUMN)}), '') AS boolean)"
         return (
             f"NOT EXISTS (SELECT 1 FROM {REJECTS} AS r WHERE r.rec_no = s.rec_no)\n"
-            f"  AND CASE WHEN s.{_q(KEY_COLUMN)} LIKE '{_SENTINEL_LIKE}' THEN false\n"
-            f"           ELSE NOT coalesce({alarm}, false) END"
+            f"      AND CASE WHEN s.{_q(KEY_COLUMN)} LIKE '{_SENTINEL_LIKE}' THEN false\n"
+            f"               ELSE NOT coalesce({alarm}, false) END"
         )
 
     @cached_property
     def candidate_counts(self) -> str:
-        alarm = f"CAST(nullif(btrim(s.{_q(ALARM_COLUMN)}), '') AS boolean)"
+        """Alarm rows dropped, and rows left to upsert (before de-duplication)."""
+        alarm = f"coalesce(CAST(nullif(btrim(s.{_q(ALARM_COLUMN)}), '') AS boolean), false)"
         return (
-            f"SELECT\n"
-            f"  count(*) FILTER (WHERE s.{_q(KEY_COLUMN)} NOT LIKE '{_SENTINEL_LIKE}'\n"
-            f"                   AND CASE WHEN s.{_q(KEY_COLUMN)} LIKE '{_SENTINEL_LIKE}'\n"
-            f"                            THEN false ELSE coalesce({alarm}, false) END),\n"
-            f"  count(*) FILTER (WHERE {self._candidate_filter}),\n"
-            f"  count(DISTINCT s.{_q(KEY_COLUMN)}) FILTER (WHERE {self._candidate_filter})\n"
+            f"SELECT count(*) FILTER (WHERE {alarm}), count(*) FILTER (WHERE NOT {alarm})\n"
             f"FROM {STAGING} AS s\n"
-            f"WHERE NOT EXISTS (SELECT 1 FROM {REJECTS} AS r WHERE r.rec_no = s.rec_no)"
+            f"WHERE NOT EXISTS (SELECT 1 FROM {REJECTS} AS r WHERE r.rec_no = s.rec_no)\n"
+            f"  AND s.{_q(KEY_COLUMN)} NOT LIKE '{_SENTINEL_LIKE}'"
         )
 
     def upsert(self, *, recency_guard: bool) -> str:
+        """Upsert the last valid occurrence of each ticket_id; returns (distinct, written).
+
+        Labels are normalized once per distinct raw value (a file has a few dozen regions
+        and statuses, not thousands), then joined: far cheaper than a regex per row.
+        """
         columns = self.stored_columns
-        select = []
-        for column in columns:
-            if column in NORMALIZED_COLUMNS:
-                select.append(
-                    f"tickets.normalize_label(s.{_q(column)}, "
-                    f"CAST(:aliases AS jsonb) -> '{column}')"
-                )
-            else:
-                select.append(_cast(column))
-        insert_columns = ", ".join(_q(c) for c in (*columns, "source_key", "ingested_at"))
-        updates = ",\n    ".join(
-            f"{_q(c)} = excluded.{_q(c)}"
-            for c in (*columns, "source_key", "ingested_at")
-            if c != KEY_COLUMN
+        labels = [c for c in NORMALIZED_COLUMNS if c in columns]
+        ctes = [
+            f"label_{c} AS (\n"
+            f"    SELECT raw,\n"
+            f"           tickets.normalize_label(raw, CAST(:aliases AS jsonb) -> '{c}') AS label\n"
+            f"    FROM (SELECT DISTINCT {_q(c)} AS raw FROM {STAGING}) AS d\n)"
+            for c in labels
+        ]
+        joins = "".join(f"\n    LEFT JOIN label_{c} ON label_{c}.raw = s.{_q(c)}" for c in labels)
+        select = [f"label_{c}.label" if c in labels else _cast(c) for c in columns]
+        select_list = ",\n           ".join((*select, "CAST(:source_key AS text)", "now()"))
+        all_columns = (*columns, "source_key", "ingested_at")
+        insert_columns = ", ".join(_q(c) for c in all_columns)
+        updates = ",\n        ".join(
+            f"{_q(c)} = excluded.{_q(c)}" for c in all_columns if c != KEY_COLUMN
         )
-        select_list = ",\n       ".join((*select, "CAST(:source_key AS text)", "now()"))
-        statement = (
-            f"INSERT INTO {self.target} AS stored ({insert_columns})\n"
-            f"SELECT DISTINCT ON (s.{_q(KEY_COLUMN)})\n       {select_list}\n"
-            f"FROM {STAGING} AS s\n"
-            f"WHERE {self._candidate_filter}\n"
-            # The last occurrence of a ticket_id within the file wins.
-            f"ORDER BY s.{_q(KEY_COLUMN)}, s.rec_no DESC\n"
-            f"ON CONFLICT ({_q(KEY_COLUMN)}) DO UPDATE SET\n    {updates}"
-        )
+        guard = ""
         if recency_guard:
             recency = _q(RECENCY_COLUMN)
-            statement += (
-                f"\nWHERE stored.{recency} IS NULL OR excluded.{recency} >= stored.{recency}"
+            guard = (
+                f"\n    WHERE stored.{recency} IS NULL OR excluded.{recency} >= stored.{recency}"
             )
-        return statement
+        ctes.append(
+            f"latest AS MATERIALIZED (\n"
+            f"    SELECT DISTINCT ON (s.{_q(KEY_COLUMN)})\n           {select_list}\n"
+            f"    FROM {STAGING} AS s{joins}\n"
+            f"    WHERE {self._candidate_filter}\n"
+            # The last occurrence of a ticket_id within the file wins.
+            f"    ORDER BY s.{_q(KEY_COLUMN)}, s.rec_no DESC\n)"
+        )
+        ctes.append(
+            f"written AS (\n"
+            f"    INSERT INTO {self.target} AS stored ({insert_columns})\n"
+            f"    SELECT * FROM latest\n"
+            f"    ON CONFLICT ({_q(KEY_COLUMN)}) DO UPDATE SET\n        {updates}{guard}\n"
+            f"    RETURNING 1\n)"
+        )
+        return (
+            "WITH " + ",\n".join(ctes) + "\n"
+            "SELECT (SELECT count(*) FROM latest), (SELECT count(*) FROM written)"
+        )
 
     @cached_property
     def find_bad_values(self) -> str:

@@ -120,6 +120,8 @@ REJECTED_ROW_COUNT = "SELECT count(*) FROM tickets.rejected_rows WHERE dataset =
 
 SET_SOURCE_TIMEZONE = "SELECT set_config('TimeZone', :timezone, true)"
 SET_DATESTYLE = "SELECT set_config('DateStyle', 'ISO, YMD', true)"
+# Enough for a baseline's de-duplicating sort to stay in memory instead of spilling to disk.
+SET_WORK_MEM = "SELECT set_config('work_mem', '64MB', true)"
 
 TABLE_COLUMNS = """
 SELECT column_name

@@ -62,6 +62,7 @@ def apply_file(
     with db.transaction(commit=not dry_run):
         db.run(statements.SET_SOURCE_TIMEZONE, timezone=ctx.source_timezone)
         db.run(statements.SET_DATESTYLE)
+        db.run(statements.SET_WORK_MEM)
         db.run(ctx.loader.create_staging)
         _copy(db, ctx.loader, obj.key, file_columns, csv_body)
         timings["copy"] = _ms_since(clock)
@@ -143,15 +144,13 @@ def _copy(
 
 
 def _upsert(db: Database, ctx: ApplyContext, key: str, counts: RowCounts, guarded: bool) -> None:
-    counts.alarm_filtered, candidates, distinct_ids = db.one(ctx.loader.candidate_counts)
-    db.run(
-        ctx.loader.upsert(recency_guard=guarded),
-        aliases=ctx.aliases_json,
-        source_key=key,
+    counts.alarm_filtered, candidates = db.one(ctx.loader.candidate_counts)
+    distinct_ids, written = db.one(
+        ctx.loader.upsert(recency_guard=guarded), aliases=ctx.aliases_json, source_key=key
     )
-    counts.upserted = db.row_count
+    counts.upserted = written
     counts.duplicate_ids = candidates - distinct_ids
-    counts.skipped_older = distinct_ids - counts.upserted
+    counts.skipped_older = distinct_ids - written
 
 
 def _check_reject_share(
