@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tickets_ingest.core.keys import DATASET_PATTERN
@@ -45,6 +46,45 @@ class Settings:
     def stored_columns(self) -> tuple[str, ...]:
         """CSV columns kept in the tables, in the exporter's order."""
         return tuple(c for c in CSV_COLUMNS if c not in self.drop_fields)
+
+
+@dataclass(frozen=True)
+class ConnectionParams:
+    host: str
+    port: int
+    user: str
+    password: str | None
+    database: str
+    sslmode: str
+
+    def describe(self) -> str:
+        """Where we connect, for messages; never the password."""
+        return f"{self.user}@{self.host}:{self.port}/{self.database} (sslmode={self.sslmode})"
+
+
+_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+
+def parse_database_url(url: str) -> ConnectionParams:
+    parts = urlsplit(url)
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("DATABASE_URL must start with postgresql://")
+    query = parse_qs(parts.query)
+    sslmode = query.get("sslmode", ["prefer"])[0]
+    if sslmode not in _SSLMODES:
+        raise ConfigError(f"DATABASE_URL sslmode={sslmode!r} is not one of {sorted(_SSLMODES)}")
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        raise ConfigError("DATABASE_URL has an invalid port") from None
+    return ConnectionParams(
+        host=parts.hostname or "127.0.0.1",
+        port=port,
+        user=unquote(parts.username or "postgres"),
+        password=unquote(parts.password) if parts.password is not None else None,
+        database=unquote(parts.path.lstrip("/")) or "postgres",
+        sslmode=sslmode,
+    )
 
 
 def _csv_list(raw: str) -> tuple[str, ...]:
@@ -96,7 +136,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     tables = _tables(env.get("DATASET_TABLES"))
 
-    datasets = _csv_list(env.get("DATASETS", "inc"))
+    datasets = tuple(dict.fromkeys(_csv_list(env.get("DATASETS", "inc"))))  # de-duplicated
     if not datasets:
         raise ConfigError("DATASETS is empty: enable at least one dataset (e.g. DATASETS=inc)")
     for dataset in datasets:
@@ -106,6 +146,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(
                 f"DATASETS: {dataset!r} has no table; add it to DATASET_TABLES ({dataset}=table)"
             )
+
+    targets = [tables[d] for d in datasets]
+    if len(set(targets)) != len(targets):
+        raise ConfigError("DATASET_TABLES maps two enabled datasets to the same table")
 
     drop_fields = _csv_list(env.get("DROP_FIELDS", ",".join(DEFAULT_DROP_FIELDS)))
     unknown = sorted(set(drop_fields) - set(CSV_COLUMNS))
@@ -125,12 +169,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"ALIASES_FILE={str(aliases)!r} does not exist")
 
     bucket = env.get("TICKETS_BUCKET", "tickets")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+    if (
+        not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket)
+        or ".." in bucket
+        or re.fullmatch(r"[0-9.]+", bucket)
+    ):
         raise ConfigError(f"TICKETS_BUCKET={bucket!r} is not a valid bucket name")
 
     database_url = env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    if not database_url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("DATABASE_URL must start with postgresql://")
+    parse_database_url(database_url)  # ConfigError for a bad scheme, port or sslmode
 
     return Settings(
         database_url=database_url,

@@ -52,5 +52,5 @@ def parse_aliases(rows: Iterable[list[str]], source: str = "aliases") -> Aliases
 
 
 def load_aliases(path: Path) -> Aliases:
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         return parse_aliases(csv.reader(handle), source=str(path))

@@ -50,13 +50,14 @@ class CsvBody(io.RawIOBase):
 
     def _read_header(self) -> list[str]:
         buffered = b""
-        while b"\n" not in buffered:
+        while b"\n" not in buffered and len(buffered) <= _MAX_HEADER_BYTES:
             chunk = self._source.read(8192)
             if not chunk:
                 break
             buffered += chunk
-            if len(buffered) > _MAX_HEADER_BYTES:
-                raise FileRejected(self.key, "no end of line in the first 64 KiB", line=1)
+        end = buffered.find(b"\n")
+        if end >= _MAX_HEADER_BYTES or (end == -1 and len(buffered) > _MAX_HEADER_BYTES):
+            raise FileRejected(self.key, "no end of line in the first 64 KiB", line=1)
         self.bytes_read = len(buffered)
         if not buffered:
             raise FileRejected(self.key, "empty object (0 bytes): not even a header")

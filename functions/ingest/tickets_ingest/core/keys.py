@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 
 SOURCE_TZ = ZoneInfo("Africa/Nairobi")
 _STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S"
-_STREAM_NAME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.csv")
+# [0-9], not \d: \d matches any Unicode digit, and strptime accepts those too.
+_STREAM_NAME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}-[0-9]{2}-[0-9]{2}\.csv")
 DATASET_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,30}")
 
 

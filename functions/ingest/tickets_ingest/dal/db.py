@@ -12,55 +12,22 @@ import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import pg8000.native
 
-from tickets_ingest.errors import ConfigError
+from tickets_ingest.settings import ConnectionParams, parse_database_url
+
+__all__ = [
+    "ConnectionParams",
+    "Database",
+    "DatabaseError",
+    "InterfaceError",
+    "parse_database_url",
+]
 
 DatabaseError = pg8000.native.DatabaseError
 InterfaceError = pg8000.native.InterfaceError
-
-
-@dataclass(frozen=True)
-class ConnectionParams:
-    host: str
-    port: int
-    user: str
-    password: str | None
-    database: str
-    sslmode: str
-
-    def describe(self) -> str:
-        """Where we connect, for messages; never the password."""
-        return f"{self.user}@{self.host}:{self.port}/{self.database} (sslmode={self.sslmode})"
-
-
-_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
-
-
-def parse_database_url(url: str) -> ConnectionParams:
-    parts = urlsplit(url)
-    if parts.scheme not in {"postgresql", "postgres"}:
-        raise ConfigError("DATABASE_URL must start with postgresql://")
-    query = parse_qs(parts.query)
-    sslmode = query.get("sslmode", ["prefer"])[0]
-    if sslmode not in _SSLMODES:
-        raise ConfigError(f"DATABASE_URL sslmode={sslmode!r} is not one of {sorted(_SSLMODES)}")
-    try:
-        port = parts.port or 5432
-    except ValueError:
-        raise ConfigError("DATABASE_URL has an invalid port") from None
-    return ConnectionParams(
-        host=parts.hostname or "127.0.0.1",
-        port=port,
-        user=unquote(parts.username or "postgres"),
-        password=unquote(parts.password) if parts.password is not None else None,
-        database=unquote(parts.path.lstrip("/")) or "postgres",
-        sslmode=sslmode,
-    )
 
 
 def _ssl_context(params: ConnectionParams) -> ssl.SSLContext | None:

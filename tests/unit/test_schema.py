@@ -1,0 +1,170 @@
+"""The CSV contract and check_header."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tickets_ingest.core.schema import (
+    ALARM_COLUMN,
+    COLUMN_KINDS,
+    CSV_COLUMNS,
+    DEFAULT_DROP_FIELDS,
+    KEY_COLUMN,
+    NORMALIZED_COLUMNS,
+    RECENCY_COLUMN,
+    SENTINEL_PREFIX,
+    Kind,
+    check_header,
+)
+from tickets_ingest.errors import FileRejected
+
+KEY = "automations/inc/changes/2026-06-22T15-50-39.csv"
+
+# Copied from the source contract (shared/reference/ticket-export-stream.md).
+CONTRACT = """
+ticket_id, source_type, service_type, bucket, raw_status, normalized_status,
+created_at_service, scheduled_at, closed_at, last_seen_at, first_seen_at,
+week_start, week_end, cluster, region, location_name, latitude, longitude,
+department, assigned_team, owner, sla_status, mttr, is_auto_created,
+is_auto_closed, is_alarm, is_actionable, source_s3_bucket, source_s3_key,
+source_snapshot_id, created_at, updated_at
+"""
+
+
+class TestContract:
+    def test_columns_match_the_contract_in_order(self) -> None:
+        assert tuple(c.strip() for c in CONTRACT.replace("\n", "").split(",")) == CSV_COLUMNS
+        assert len(CSV_COLUMNS) == 32
+        assert len(set(CSV_COLUMNS)) == 32
+
+    def test_every_column_has_a_kind(self) -> None:
+        assert tuple(COLUMN_KINDS) == CSV_COLUMNS
+        assert all(isinstance(kind, Kind) for kind in COLUMN_KINDS.values())
+
+    @pytest.mark.parametrize(
+        ("column", "kind"),
+        [
+            ("ticket_id", Kind.TEXT),
+            ("region", Kind.TEXT),
+            ("raw_status", Kind.TEXT),
+            ("mttr", Kind.NUMERIC),
+            ("latitude", Kind.DOUBLE),
+            ("longitude", Kind.DOUBLE),
+            ("week_start", Kind.DATE),
+            ("week_end", Kind.DATE),
+            ("created_at", Kind.TIMESTAMPTZ),
+            ("updated_at", Kind.TIMESTAMPTZ),
+            ("closed_at", Kind.TIMESTAMPTZ),
+            ("created_at_service", Kind.TIMESTAMPTZ),
+            ("is_alarm", Kind.BOOLEAN),
+            ("is_auto_closed", Kind.BOOLEAN),
+            ("source_snapshot_id", Kind.TEXT),
+        ],
+    )
+    def test_kinds(self, column: str, kind: Kind) -> None:
+        assert COLUMN_KINDS[column] is kind
+
+    def test_kind_values_are_sql_types(self) -> None:
+        assert {k.value for k in Kind} == {
+            "text",
+            "timestamptz",
+            "date",
+            "double precision",
+            "numeric",
+            "boolean",
+        }
+
+    def test_special_columns(self) -> None:
+        assert KEY_COLUMN == "ticket_id"
+        assert RECENCY_COLUMN == "updated_at"
+        assert ALARM_COLUMN == "is_alarm"
+        assert COLUMN_KINDS[RECENCY_COLUMN] is Kind.TIMESTAMPTZ
+        assert COLUMN_KINDS[ALARM_COLUMN] is Kind.BOOLEAN
+        assert SENTINEL_PREFIX == "EXPORT STOPPED"
+
+    def test_normalized_columns_are_text(self) -> None:
+        assert NORMALIZED_COLUMNS == ("region", "raw_status")
+        assert all(COLUMN_KINDS[c] is Kind.TEXT for c in NORMALIZED_COLUMNS)
+
+    def test_default_drop_fields_are_droppable(self) -> None:
+        assert set(DEFAULT_DROP_FIELDS) <= set(CSV_COLUMNS)
+        assert KEY_COLUMN not in DEFAULT_DROP_FIELDS
+        assert RECENCY_COLUMN not in DEFAULT_DROP_FIELDS
+
+
+class TestCheckHeader:
+    def test_exporter_order(self) -> None:
+        assert check_header(KEY, list(CSV_COLUMNS)) == CSV_COLUMNS
+
+    def test_any_order_returned_as_in_the_file(self) -> None:
+        header = list(reversed(CSV_COLUMNS))
+        assert check_header(KEY, header) == tuple(header)
+
+    def test_surrounding_spaces_ignored(self) -> None:
+        header = [f"  {c}\t" for c in CSV_COLUMNS]
+        assert check_header(KEY, header) == CSV_COLUMNS
+
+    def test_accepts_a_tuple(self) -> None:
+        assert check_header(KEY, CSV_COLUMNS) == CSV_COLUMNS
+
+    def test_missing(self) -> None:
+        header = [c for c in CSV_COLUMNS if c not in {"region", "mttr"}]
+        with pytest.raises(FileRejected) as info:
+            check_header(KEY, header)
+        error = info.value
+        assert error.key == KEY
+        assert error.line == 1
+        assert error.reason == "bad header: missing column(s) 'region', 'mttr'"
+
+    def test_unknown(self) -> None:
+        with pytest.raises(FileRejected) as info:
+            check_header(KEY, [*CSV_COLUMNS, "extra", ""])
+        assert info.value.reason == "bad header: unknown column(s) 'extra', ''"
+        assert info.value.line == 1
+
+    def test_duplicated(self) -> None:
+        with pytest.raises(FileRejected) as info:
+            check_header(KEY, [*CSV_COLUMNS, "region", " ticket_id "])
+        assert info.value.reason == "bad header: duplicated column(s) 'region', 'ticket_id'"
+
+    def test_all_problems_reported_together(self) -> None:
+        header = [c for c in CSV_COLUMNS if c != "updated_at"] + ["owner", "Updated_At"]
+        with pytest.raises(FileRejected) as info:
+            check_header(KEY, header)
+        reason = info.value.reason
+        assert reason.startswith("bad header: ")
+        assert "duplicated column(s) 'owner'" in reason
+        assert "unknown column(s) 'Updated_At'" in reason
+        assert "missing column(s) 'updated_at'" in reason
+        assert reason.index("duplicated") < reason.index("unknown") < reason.index("missing")
+        assert str(info.value).startswith(f"{KEY}, line 1: bad header")
+
+    def test_names_are_case_sensitive(self) -> None:
+        with pytest.raises(FileRejected, match="unknown column"):
+            check_header(KEY, [c.upper() for c in CSV_COLUMNS])
+
+    def test_empty_header(self) -> None:
+        with pytest.raises(FileRejected, match="missing column") as info:
+            check_header(KEY, [])
+        for column in CSV_COLUMNS:
+            assert repr(column) in info.value.reason
+
+    def test_bom_in_a_name_is_not_whitespace(self) -> None:
+        header = ["\ufeffticket_id", *CSV_COLUMNS[1:]]
+        with pytest.raises(FileRejected, match="unknown column"):
+            check_header(KEY, header)
+
+    @settings(max_examples=30, deadline=None, database=None)
+    @given(st.permutations(CSV_COLUMNS))
+    def test_every_permutation_accepted(self, header: list[str]) -> None:
+        assert check_header(KEY, header) == tuple(header)
+
+    @settings(max_examples=30, deadline=None, database=None)
+    @given(st.permutations(CSV_COLUMNS), st.integers(0, 31))
+    def test_any_single_missing_column_is_named(self, header: list[str], drop: int) -> None:
+        missing = header.pop(drop)
+        with pytest.raises(FileRejected) as info:
+            check_header(KEY, header)
+        assert info.value.reason == f"bad header: missing column(s) {missing!r}"
