@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,6 +23,29 @@ DEFAULT_ALIASES = Path(__file__).parent / "data" / "aliases.csv"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tickets"
 
 
+_VERIFYING_SSLMODES = ("verify-ca", "verify-full")
+
+
+@dataclass(frozen=True)
+class DatabaseAccess:
+    """How to reach PostgreSQL beyond DATABASE_URL (the AWS deployment's way)."""
+
+    secret_arn: str | None = None  # Secrets Manager JSON: host, port, username, password, dbname
+    sslmode: str | None = None  # overrides the URL's / the secret's sslmode
+    ca_bundle: Path | None = None  # the RDS CA bundle for verify-ca / verify-full
+    iam_auth: bool = False  # password = an RDS IAM auth token
+    require_tls: bool = False  # refuse to start without a verified TLS connection
+
+
+@dataclass(frozen=True)
+class LambdaSettings:
+    """Settings only the Lambda handler uses."""
+
+    queue_url: str | None = None  # the FIFO queue, for continuation messages
+    idempotency_table: str | None = None
+    time_budget_margin_seconds: float = 60.0
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -35,6 +58,8 @@ class Settings:
     aliases_file: Path
     lock_wait_seconds: float
     auto_migrate: bool
+    database: DatabaseAccess = field(default_factory=DatabaseAccess)
+    lambda_: LambdaSettings = field(default_factory=LambdaSettings)
 
     def table_for(self, dataset: str) -> str:
         if dataset not in self.datasets:
@@ -180,6 +205,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     parse_database_url(database_url)  # ConfigError for a bad scheme, port or sslmode
 
     return Settings(
+        database=_database_access(env, database_url),
+        lambda_=LambdaSettings(
+            queue_url=env.get("QUEUE_URL") or None,
+            idempotency_table=env.get("IDEMPOTENCY_TABLE") or None,
+            time_budget_margin_seconds=_float(env, "TIME_BUDGET_MARGIN_SECONDS", 60.0, 0.0, 900.0),
+        ),
         database_url=database_url,
         bucket=bucket,
         datasets=datasets,
@@ -190,4 +221,37 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         aliases_file=aliases,
         lock_wait_seconds=_float(env, "LOCK_WAIT_SECONDS", 0.0, 0.0, 3600.0),
         auto_migrate=_bool(env, "AUTO_MIGRATE", True),
+    )
+
+
+def _database_access(env: Mapping[str, str], database_url: str) -> DatabaseAccess:
+    in_lambda = bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+    sslmode = env.get("DB_SSLMODE") or None
+    if sslmode is not None and sslmode not in _SSLMODES:
+        raise ConfigError(f"DB_SSLMODE={sslmode!r} is not one of {sorted(_SSLMODES)}")
+    secret_arn = env.get("DB_SECRET_ARN") or None
+    effective = sslmode or (
+        "verify-full" if secret_arn else parse_database_url(database_url).sslmode
+    )
+    require_tls = _bool(env, "DB_REQUIRE_TLS", in_lambda)
+    if require_tls and effective not in _VERIFYING_SSLMODES:
+        raise ConfigError(
+            f"DB_REQUIRE_TLS is on (the default in AWS) but sslmode is {effective!r}: set "
+            "DB_SSLMODE=verify-full (and DB_CA_BUNDLE to the RDS CA bundle); the database "
+            "connection is never made without a verified certificate in AWS"
+        )
+    ca_bundle = Path(env["DB_CA_BUNDLE"]) if env.get("DB_CA_BUNDLE") else None
+    if ca_bundle is not None and not ca_bundle.is_file():
+        raise ConfigError(f"DB_CA_BUNDLE={str(ca_bundle)!r} does not exist")
+    if require_tls and ca_bundle is None:
+        raise ConfigError(
+            "DB_REQUIRE_TLS is on but DB_CA_BUNDLE is not set: point it at the RDS CA bundle "
+            "(tools/sam/build.sh ships it as certs/rds-global-bundle.pem)"
+        )
+    return DatabaseAccess(
+        secret_arn=secret_arn,
+        sslmode=sslmode,
+        ca_bundle=ca_bundle,
+        iam_auth=_bool(env, "DB_IAM_AUTH", False),
+        require_tls=require_tls,
     )

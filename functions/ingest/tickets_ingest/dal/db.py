@@ -12,6 +12,7 @@ import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import pg8000.native
@@ -30,11 +31,11 @@ DatabaseError = pg8000.native.DatabaseError
 InterfaceError = pg8000.native.InterfaceError
 
 
-def _ssl_context(params: ConnectionParams) -> ssl.SSLContext | None:
+def _ssl_context(params: ConnectionParams, ca_bundle: Path | None) -> ssl.SSLContext | None:
     if params.sslmode in {"disable", "allow", "prefer"}:
         # pg8000 has no opportunistic TLS; local servers usually have none.
         return None
-    context = ssl.create_default_context()
+    context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
     if params.sslmode == "require":
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -49,15 +50,22 @@ class Database:
         self.params = params
 
     @classmethod
-    def connect(cls, url: str, *, application_name: str = "tickets-ingest") -> Database:
-        params = parse_database_url(url)
+    def connect(
+        cls,
+        target: str | ConnectionParams,
+        *,
+        ca_bundle: Path | None = None,
+        application_name: str = "tickets-ingest",
+    ) -> Database:
+        """Connect to a DATABASE_URL or resolved parameters (see ``dal.credentials``)."""
+        params = parse_database_url(target) if isinstance(target, str) else target
         connection = pg8000.native.Connection(
             user=params.user,
             password=params.password,
             host=params.host,
             port=params.port,
             database=params.database,
-            ssl_context=_ssl_context(params),
+            ssl_context=_ssl_context(params, ca_bundle),
             application_name=application_name,
             timeout=60,
         )

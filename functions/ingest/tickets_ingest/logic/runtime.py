@@ -12,7 +12,8 @@ from functools import cached_property
 
 from tickets_ingest.core.aliases import load_aliases
 from tickets_ingest.dal import sql
-from tickets_ingest.dal.db import Database
+from tickets_ingest.dal.credentials import connection_params, forget_cached_secret
+from tickets_ingest.dal.db import Database, DatabaseError, sqlstate
 from tickets_ingest.dal.loader import TableLoader, aliases_json
 from tickets_ingest.dal.migrate import migrate
 from tickets_ingest.dal.s3 import Bucket
@@ -57,10 +58,23 @@ class Runtime:
         if self._db is None or self._db.broken:
             if self._db is not None:
                 log.warning("database connection was lost; reconnecting")
-            self._db = Database.connect(
-                self.settings.database_url, application_name=self.application_name
-            )
+            try:
+                self._db = self._connect()
+            except DatabaseError as exc:
+                if sqlstate(exc) != "28P01" or not self.settings.database.secret_arn:
+                    raise
+                # Wrong password with a cached secret: it was probably rotated; fetch again.
+                log.warning("database login failed; fetching the secret again")
+                forget_cached_secret()
+                self._db = self._connect()
         return self._db
+
+    def _connect(self) -> Database:
+        return Database.connect(
+            connection_params(self.settings),
+            ca_bundle=self.settings.database.ca_bundle,
+            application_name=self.application_name,
+        )
 
     def apply_context(self, dataset: str) -> ApplyContext:
         table = self.settings.table_for(dataset)
