@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test measure lint typecheck fmt check clean
+.PHONY: venv run test measure invoke lint typecheck fmt check clean
 
 $(STAMP): requirements-dev.txt functions/ingest/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ run: $(STAMP)
 ## measure: time and peak memory of a 34,849-row baseline sync (child process, fsync on)
 measure: $(STAMP)
 	$(BIN)/tickets-devkit measure
+
+## invoke: run the Lambda handler in-process with EVENT=events/<file>.json on the local stack
+EVENT ?= events/sqs-fifo-object-created.json
+invoke: $(STAMP)
+	$(BIN)/tickets-devkit invoke $(EVENT)
 
 ## test: the whole test suite (starts its own PostgreSQL; moto for AWS)
 test: $(STAMP)

@@ -19,6 +19,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import boto3
+
+from tickets_devkit.event_path import FakeLambdaContext, build_event_path
 from tickets_devkit.generator import BASELINE_ROWS, TicketStream, write_baseline_to
 from tickets_devkit.local import BUCKET, LocalStack, environment, local_stack
 from tickets_ingest.handlers import cli as ingest_cli
@@ -174,6 +177,35 @@ def _run_measured(
     return done, int(marker[-1].split("=")[1]) if marker else 0
 
 
+def invoke(args: argparse.Namespace) -> int:
+    """Run ``app.lambda_handler`` in-process with an event file, against the local stack."""
+    event = json.loads(Path(args.event).read_text(encoding="utf-8"))
+    with local_stack() as stack, environment(stack.env()):
+        session = boto3.Session(region_name=stack.aws.region)
+        path = build_event_path(session, BUCKET, ["inc", "crq"], region=stack.aws.region)
+        inc = TicketStream("inc", seed=args.seed)
+        stack.upload([inc.baseline(args.rows), inc.delta(22), inc.delta(131)])
+        stack.upload([TicketStream("crq", seed=args.seed + 1).baseline(max(args.rows // 10, 10))])
+        path.sqs.purge_queue(QueueUrl=path.queue_url)  # only the given event drives the run
+        local = {**path.env(), "POWERTOOLS_TRACE_DISABLED": "true", "LOCK_WAIT_SECONDS": "10"}
+        with environment(local):
+            sys.path.insert(0, str(Path(ingest_app_dir())))
+            from app import lambda_handler  # noqa: PLC0415 - after the environment is set
+
+            _banner(f"lambda_handler({args.event})")
+            response = lambda_handler(event, FakeLambdaContext())
+            print(json.dumps(response, indent=2, default=str))
+            _ingest("status")
+    return 0
+
+
+def ingest_app_dir() -> Path:
+    """functions/ingest/, where app.py lives (next to the tickets_ingest package)."""
+    import tickets_ingest  # noqa: PLC0415
+
+    return Path(tickets_ingest.__file__).resolve().parents[1]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tickets-devkit",
@@ -188,8 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     measure_parser = commands.add_parser("measure", help="time and peak memory of a baseline")
     measure_parser.add_argument("--rows", type=int, default=BASELINE_ROWS)
     measure_parser.add_argument("--seed", type=int, default=7)
+    invoke_parser = commands.add_parser("invoke", help="run the Lambda handler with an event file")
+    invoke_parser.add_argument("event", help="e.g. events/sqs-fifo-object-created.json")
+    invoke_parser.add_argument("--rows", type=int, default=2000)
+    invoke_parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
-    return run(args) if args.command == "run" else measure(args)
+    commands_by_name = {"run": run, "measure": measure, "invoke": invoke}
+    return commands_by_name[args.command](args)
 
 
 if __name__ == "__main__":

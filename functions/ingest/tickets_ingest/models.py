@@ -14,6 +14,7 @@ class ExportType(enum.StrEnum):
     DELTA = "delta"  # newer than the watermark: plain upsert, advances the watermark
     LATE = "late"  # at/older than the watermark, never applied: recency-guarded upsert
     REPLAY = "replay"  # re-applied from processed/ by an operator: recency-guarded
+    QUARANTINE = "quarantine"  # not applied: moved to quarantine/ by an operator
 
 
 @dataclass(frozen=True)

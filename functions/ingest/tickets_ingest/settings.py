@@ -42,6 +42,7 @@ class LambdaSettings:
     """Settings only the Lambda handler uses."""
 
     queue_url: str | None = None  # the FIFO queue, for continuation messages
+    dlq_url: str | None = None  # its dead-letter queue, for `tickets-ingest redrive`
     idempotency_table: str | None = None
     time_budget_margin_seconds: float = 60.0
 
@@ -208,6 +209,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database=_database_access(env, database_url),
         lambda_=LambdaSettings(
             queue_url=env.get("QUEUE_URL") or None,
+            dlq_url=env.get("DLQ_URL") or None,
             idempotency_table=env.get("IDEMPOTENCY_TABLE") or None,
             time_budget_margin_seconds=_float(env, "TIME_BUDGET_MARGIN_SECONDS", 60.0, 0.0, 900.0),
         ),

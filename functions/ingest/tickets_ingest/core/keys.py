@@ -8,7 +8,7 @@ a key usable as the watermark.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 SOURCE_TZ = ZoneInfo("Africa/Nairobi")
@@ -74,3 +74,11 @@ def dataset_of_key(key: str) -> str | None:
     if len(parts) != 4 or parts[0] != "automations" or parts[2] != "changes":
         return None
     return parts[1] if DATASET_PATTERN.fullmatch(parts[1]) else None
+
+
+def lag_seconds(watermark: str | None, now: datetime | None = None) -> float | None:
+    """How far the table is behind: now minus the time in the watermark's name."""
+    stamp = key_timestamp(watermark) if watermark else None
+    if stamp is None:
+        return None
+    return ((now or datetime.now(UTC)) - stamp).total_seconds()

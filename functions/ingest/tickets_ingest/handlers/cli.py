@@ -10,11 +10,13 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tickets_ingest.dal.db import DatabaseError, InterfaceError, error_fields
 from tickets_ingest.errors import ConfigError, IngestError, SyncBusy
 from tickets_ingest.handlers import render
+from tickets_ingest.logic import operator
 from tickets_ingest.logic.runtime import Runtime
 from tickets_ingest.logic.status import dataset_status
 from tickets_ingest.logic.sync import SyncOptions, sync
@@ -52,6 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     commands.add_parser("migrate", help="create or upgrade the tickets schema")
+
+    hold = commands.add_parser(
+        "quarantine",
+        help="move a blocking file to quarantine/ and record why, so the stream moves on",
+    )
+    hold.add_argument("--dataset", required=True, metavar="NAME")
+    hold.add_argument("--key", required=True, help="the file: full key or bare name")
+    hold.add_argument("--reason", required=True, help="recorded with your name and the time")
+
+    again = commands.add_parser("redrive", help="move dead-lettered messages back to the queue")
+    again.add_argument("--dlq", metavar="URL", help="the dead-letter queue (default: DLQ_URL)")
+    again.add_argument("--no-wait", action="store_true", help="start the move and return")
+    again.add_argument(
+        "--by-hand",
+        action="store_true",
+        help="receive and resend each message (emulators without the message-move API); "
+        "needs QUEUE_URL",
+    )
     return parser
 
 
@@ -157,10 +177,47 @@ def _migrate(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _quarantine(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
+    done = operator.quarantine(runtime, args.dataset, args.key, args.reason)
+    print(f"quarantined {done.key} (ETag {done.etag}) -> {done.moved_to}", file=out)
+    if done.was_blocking:
+        print(f"dataset {done.dataset} is no longer blocked; the next sync moves on", file=out)
+    print(
+        "next: redrive the dead-letter queue (tickets-ingest redrive) so held-back messages "
+        "flow again; a fixed file re-uploaded under the same name applies as a late file",
+        file=out,
+    )
+    return EXIT_OK
+
+
+def _redrive(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
+    settings = runtime.settings.lambda_
+    dlq_url = args.dlq or settings.dlq_url
+    if not dlq_url:
+        raise ConfigError("no dead-letter queue: pass --dlq URL or set DLQ_URL")
+    sqs = boto3.client("sqs")
+    if args.by_hand:
+        if not settings.queue_url:
+            raise ConfigError("--by-hand needs QUEUE_URL (the queue to move messages back to)")
+        moved = operator.redrive_by_hand(sqs, dlq_url, settings.queue_url)
+        print(f"moved {moved} message(s) back to {settings.queue_url}", file=out)
+        return EXIT_OK
+    arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    for progress in operator.redrive(sqs, arn, wait=not args.no_wait):
+        total = "?" if progress.to_move is None else str(progress.to_move)
+        line = f"redrive {progress.status}: {progress.moved}/{total} message(s) moved"
+        print(line, file=out, flush=True)
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace, TextIO], int]] = {
     "sync": _sync,
     "status": _status,
     "migrate": _migrate,
+    "quarantine": _quarantine,
+    "redrive": _redrive,
 }
 
 

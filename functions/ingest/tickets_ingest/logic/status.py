@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from tickets_ingest.core.keys import key_timestamp
+from tickets_ingest.core.keys import lag_seconds
 from tickets_ingest.dal import ledger
 from tickets_ingest.dal import sql as statements
 from tickets_ingest.logic.runtime import Runtime
@@ -68,8 +68,6 @@ def dataset_status(runtime: Runtime, dataset: str, now: datetime | None = None) 
     db = runtime.db()
     applied, late, last_applied = db.one(statements.LEDGER_TOTALS, dataset=dataset)
     rejected_rows = db.scalar(statements.REJECTED_ROW_COUNT, dataset=dataset)
-    stamp = key_timestamp(plan.watermark) if plan.watermark else None
-    now = now or datetime.now(UTC)
     return DatasetStatus(
         dataset=dataset,
         plan=plan,
@@ -78,5 +76,5 @@ def dataset_status(runtime: Runtime, dataset: str, now: datetime | None = None) 
         late_files=int(late),
         rejected_rows=int(rejected_rows),
         last_applied_at=last_applied,
-        lag_seconds=None if stamp is None else (now - stamp).total_seconds(),
+        lag_seconds=lag_seconds(plan.watermark, now),
     )

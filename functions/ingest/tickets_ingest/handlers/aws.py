@@ -1,0 +1,234 @@
+"""The Lambda side of the entry points: observability, per-invocation work, metrics and
+continuation messages. ``functions/ingest/app.py`` is the handler; this is what it calls.
+
+Every path ends in the same ``logic.sync.sync``; nothing here decides what a file means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tickets_ingest.core.events import Ignored, interpret_message
+from tickets_ingest.core.keys import lag_seconds
+from tickets_ingest.errors import IngestError, SyncBusy
+from tickets_ingest.handlers.render import blocked_line, report_json
+from tickets_ingest.logic.runtime import Runtime
+from tickets_ingest.logic.sync import SyncOptions, sync
+from tickets_ingest.models import StreamObject, SyncReport
+from tickets_ingest.settings import load_settings
+
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "TicketsIngest")
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "tickets-ingest")
+
+logger = Logger(service=SERVICE)
+tracer = Tracer(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+# The engine logs through the standard library; give it the same JSON format and keys.
+logging.getLogger("tickets_ingest")
+copy_config_to_registered_loggers(source_logger=logger, include={"tickets_ingest"})
+
+# skip_group_on_error: a failure in one dataset's group fails only that group's later
+# records, so a poison file in inc never holds crq back, while order within a group holds.
+processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+idempotency_config = IdempotencyConfig(
+    event_key_jmespath="idempotency_key", expires_after_seconds=24 * 3600
+)
+
+
+class DatasetBlocked(IngestError):
+    """A file was rejected: the record fails, is retried, then dead-lettered."""
+
+
+@cache
+def runtime() -> Runtime:
+    """One per warm container: settings parsed once, one database connection kept open."""
+    return Runtime(load_settings(), application_name=f"tickets-ingest lambda {SERVICE}")
+
+
+class Invocation:
+    """The work of one invocation: each dataset is synced at most once, however many
+    records name it, and no file is started without enough time left to finish it."""
+
+    def __init__(self, context: LambdaContext | None) -> None:
+        self.context = context
+        self.done: dict[str, dict[str, Any]] = {}
+
+    def time_left(self, _: StreamObject) -> bool:
+        if self.context is None:
+            return True
+        margin = runtime().settings.lambda_.time_budget_margin_seconds
+        return self.context.get_remaining_time_in_millis() > margin * 1000
+
+    @tracer.capture_method
+    def sync(self, dataset: str) -> dict[str, Any]:
+        if dataset in self.done:
+            return {**self.done[dataset], "already_synced_in_this_invocation": True}
+        report = sync(runtime(), dataset, SyncOptions(may_start_file=self.time_left))
+        publish_metrics(report)
+        if report.stopped_early:
+            continue_later(report)
+        summary = report_json(report)
+        if report.rejected is not None:
+            raise DatasetBlocked(blocked_line(report.rejected))
+        self.done[dataset] = summary
+        return summary
+
+
+_current: Invocation | None = None
+
+
+def current() -> Invocation:
+    if _current is None:
+        raise RuntimeError("no invocation in progress")
+    return _current
+
+
+def begin(context: LambdaContext | None) -> Invocation:
+    global _current  # noqa: PLW0603 - one invocation at a time per container
+    _current = Invocation(context)
+    if context is not None:
+        idempotency_config.register_lambda_context(context)
+    return _current
+
+
+def _sync_news(news: dict[str, Any]) -> dict[str, Any]:
+    return current().sync(news["dataset"])
+
+
+@cache
+def _sync_news_once() -> Callable[..., dict[str, Any]]:
+    """``_sync_news``, made idempotent on what the message means when a table is configured."""
+    table = runtime().settings.lambda_.idempotency_table
+    if not table:
+        return _sync_news
+    persistence = DynamoDBPersistenceLayer(table_name=table)
+    wrapped: Callable[..., dict[str, Any]] = idempotent_function(
+        data_keyword_argument="news",
+        config=idempotency_config,
+        persistence_store=persistence,
+    )(_sync_news)
+    return wrapped
+
+
+def record_handler(record: SQSRecord) -> dict[str, Any]:
+    settings = runtime().settings
+    news = interpret_message(record.body, bucket=settings.bucket, datasets=settings.datasets)
+    if isinstance(news, Ignored):
+        logger.info(
+            "message ignored", extra={"reason": news.reason, "message_id": record.message_id}
+        )
+        return {"ignored": news.reason}
+    logger.append_keys(dataset=news.dataset, s3_key=news.key, reason=news.reason)
+    if news.correlation_id:
+        logger.set_correlation_id(news.correlation_id)
+    return _sync_news_once()(news=dataclasses.asdict(news))
+
+
+def handle_batch(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+    response = process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+    return dict(response)
+
+
+def handle_direct(dataset: str) -> dict[str, Any]:
+    try:
+        return {"ok": True, **current().sync(dataset)}
+    except DatasetBlocked as exc:
+        return {"ok": False, "dataset": dataset, "rejected": str(exc)}
+
+
+def handle_sweep() -> dict[str, Any]:
+    """Sync every enabled dataset, so the stream catches up even if every event were lost."""
+    results: dict[str, Any] = {}
+    failures: list[str] = []
+    for dataset in runtime().settings.datasets:
+        logger.append_keys(dataset=dataset)
+        try:
+            results[dataset] = {"ok": True, **current().sync(dataset)}
+        except DatasetBlocked as exc:
+            results[dataset] = {"ok": False, "rejected": str(exc)}
+        except SyncBusy as exc:
+            results[dataset] = {"ok": True, "skipped": str(exc)}  # the holder is syncing it
+        except Exception as exc:  # one dataset's outage must not hide the others'
+            logger.exception("sweep of %s failed", dataset)
+            failures.append(f"{dataset}: {type(exc).__name__}")
+    if failures:
+        raise RuntimeError("sweep failed for " + ", ".join(failures))
+    return results
+
+
+def publish_metrics(report: SyncReport) -> None:
+    """One EMF document per dataset, dimensioned by service and dataset."""
+    emf = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+    emf.add_dimension(name="dataset", value=report.dataset)
+    applied = [r for r in report.applied if r.committed]
+    count = MetricUnit.Count
+    emf.add_metric(name="FilesApplied", unit=count, value=len(applied))
+    emf.add_metric(name="RowsUpserted", unit=count, value=sum(r.counts.upserted for r in applied))
+    emf.add_metric(
+        name="RowsAlarmFiltered", unit=count, value=sum(r.counts.alarm_filtered for r in applied)
+    )
+    emf.add_metric(
+        name="RowsSentinelFiltered",
+        unit=count,
+        value=sum(r.counts.sentinel_filtered for r in applied),
+    )
+    emf.add_metric(name="RowsRejected", unit=count, value=sum(r.counts.rejected for r in applied))
+    emf.add_metric(
+        name="LateFiles",
+        unit=count,
+        value=sum(1 for r in applied if r.export_type.value == "late"),
+    )
+    emf.add_metric(name="Conflicts", unit=count, value=len(report.plan.conflicts))
+    emf.add_metric(name="FilesRejected", unit=count, value=0 if report.ok else 1)
+    for result in applied:
+        emf.add_metric(name="ApplyDuration", unit=MetricUnit.Milliseconds, value=result.duration_ms)
+    lag = lag_seconds(report.watermark_after)
+    if lag is not None:
+        emf.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=round(lag, 1))
+    emf.flush_metrics()
+
+
+def continue_later(report: SyncReport) -> None:
+    """The time budget ran out with files pending: queue a message so the backlog keeps
+    draining without waiting for the next upload (same group: order holds)."""
+    queue_url = runtime().settings.lambda_.queue_url
+    if not queue_url:
+        logger.warning(
+            "files remain for %s and QUEUE_URL is unset; the next event or sweep continues",
+            report.dataset,
+        )
+        return
+    token = f"{report.watermark_after}|{datetime.now(UTC).isoformat()}"
+    _sqs().send_message(
+        QueueUrl=queue_url,
+        MessageGroupId=report.dataset,
+        MessageBody=json.dumps({"kind": "continuation", "dataset": report.dataset, "token": token}),
+    )
+    logger.info("time budget reached; continuation queued", extra={"token": token})
+
+
+@cache
+def _sqs() -> Any:
+    return boto3.client("sqs")
