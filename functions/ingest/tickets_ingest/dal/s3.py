@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 
 from tickets_ingest.core.keys import changes_prefix, file_name, processed_key, quarantine_key
 from tickets_ingest.errors import ObjectChanged
+from tickets_ingest.failpoints import Step, reached
 
 _CLIENT_CONFIG = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=10)
 
@@ -75,7 +76,9 @@ class Bucket:
             if _code(exc) in {"PreconditionFailed", "412"}:
                 raise ObjectChanged(f"{key} was re-uploaded after it was applied") from None
             raise
+        reached(Step.COPIED, key)
         self.client.delete_object(Bucket=self.name, Key=key)
+        reached(Step.DELETED, key)
         return target
 
 

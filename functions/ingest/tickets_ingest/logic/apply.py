@@ -20,6 +20,7 @@ from tickets_ingest.dal import sql as statements
 from tickets_ingest.dal.db import Database, DatabaseError, error_fields, sqlstate
 from tickets_ingest.dal.loader import TableLoader
 from tickets_ingest.errors import FileRejected
+from tickets_ingest.failpoints import Step, reached
 from tickets_ingest.models import ExportType, FileResult, PlannedFile, RowCounts
 
 _WHERE = re.compile(r"line (\d+)(?:, column (\w+))?")
@@ -66,6 +67,7 @@ def apply_file(
         db.run(ctx.loader.create_staging)
         _copy(db, ctx.loader, obj.key, file_columns, csv_body)
         timings["copy"] = _ms_since(clock)
+        reached(Step.STAGED, obj.key)
 
         counts.read, counts.sentinel_filtered = db.one(ctx.loader.staged_counts)
         db.run(ctx.loader.reject_blank_ids)
@@ -90,6 +92,7 @@ def apply_file(
                     raise
                 raise FileRejected(obj.key, _message(again)) from None
         timings["upsert"] = _ms_since(clock) - timings["copy"]
+        reached(Step.UPSERTED, obj.key)
 
         if counts.rejected:
             _save_rejected_rows(db, ctx, obj.key, obj.etag, file_columns)
@@ -112,6 +115,7 @@ def apply_file(
             },
         )
         ledger.clear_blocked(db, ctx.dataset)
+        reached(Step.LEDGER_WRITTEN, obj.key)
     return FileResult(
         key=obj.key,
         etag=obj.etag,

@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tickets_ingest.core.plan import classify_listing, plan_sync
 from tickets_ingest.dal import ledger
 from tickets_ingest.errors import FileRejected, ObjectChanged
+from tickets_ingest.failpoints import Step, reached
 from tickets_ingest.logic.apply import apply_file
 from tickets_ingest.logic.runtime import Runtime
 from tickets_ingest.models import BlockedFile, ExportType, Plan, StreamObject, SyncReport
@@ -53,6 +54,7 @@ def sync(runtime: Runtime, dataset: str, options: SyncOptions | None = None) -> 
         wait = options.lock_wait_seconds
     with ledger.dataset_lock(db, dataset, wait):
         plan = plan_dataset(runtime, dataset)
+        reached(Step.LISTED, dataset)
         report = SyncReport(dataset=dataset, plan=plan, dry_run=options.dry_run)
         _warn_about(plan)
         if not options.dry_run:
@@ -70,6 +72,7 @@ def sync(runtime: Runtime, dataset: str, options: SyncOptions | None = None) -> 
             progress = _progress_for(obj, options.on_progress)
             body = runtime.bucket.open(obj.key, obj.etag)
             try:
+                reached(Step.BODY_OPENED, obj.key)
                 result = apply_file(
                     runtime.db(),
                     ctx,
@@ -85,6 +88,8 @@ def sync(runtime: Runtime, dataset: str, options: SyncOptions | None = None) -> 
             finally:
                 body.close()
             report.applied.append(result)
+            if not options.dry_run:
+                reached(Step.COMMITTED, obj.key)
             log.info(
                 "applied %s (%s): %d rows read, %d upserted, %d rejected in %d ms",
                 obj.key,
