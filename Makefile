@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test measure invoke lint typecheck fmt check clean
+.PHONY: venv run test measure invoke bench lint typecheck fmt check clean
 
 $(STAMP): requirements-dev.txt functions/ingest/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ measure: $(STAMP)
 EVENT ?= events/sqs-fifo-object-created.json
 invoke: $(STAMP)
 	$(BIN)/tickets-devkit invoke $(EVENT)
+
+## bench: ours vs psql \copy + upsert, backlog, memory, cold start (results in bench/results/)
+bench: $(STAMP)
+	$(BIN)/tickets-devkit bench --readme $(BENCH_ARGS)
 
 ## test: the whole test suite (starts its own PostgreSQL; moto for AWS)
 test: $(STAMP)

@@ -224,6 +224,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     invoke_parser.add_argument("event", help="e.g. events/sqs-fifo-object-created.json")
     invoke_parser.add_argument("--rows", type=int, default=2000)
     invoke_parser.add_argument("--seed", type=int, default=7)
+    commands.add_parser(
+        "bench", help="the benchmark (see tickets-devkit bench --help)", add_help=False
+    )
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "bench":
+        from tickets_devkit import bench  # noqa: PLC0415 - heavy, and has its own options
+
+        return bench.main(list(argv[1:]))
     args = parser.parse_args(argv)
     commands_by_name = {"run": run, "measure": measure, "invoke": invoke}
     return commands_by_name[args.command](args)

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import http.client
 import logging
+import socket
+import subprocess
+import sys
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -65,8 +69,14 @@ class LocalAws:
         self.stop()
 
 
-def start_aws(region: str = "eu-west-1") -> LocalAws:
-    """Start moto's server on 127.0.0.1 with an OS-chosen port."""
+def start_aws(region: str = "eu-west-1", *, own_process: bool = False) -> LocalAws:
+    """Start moto's server on 127.0.0.1 with an OS-chosen port.
+
+    ``own_process``: run it as a separate process, so its CPU time does not compete with
+    the code under measurement for this interpreter's GIL (the benchmark wants that).
+    """
+    if own_process:
+        return _start_in_own_process(region)
     from moto.server import ThreadedMotoServer  # noqa: PLC0415 (slow import, see module doc)
 
     # werkzeug logs every request at INFO to stderr unless its logger is configured.
@@ -78,3 +88,42 @@ def start_aws(region: str = "eu-west-1") -> LocalAws:
     server.start()  # returns once the socket is bound
     host, port = server.get_host_and_port()
     return LocalAws(endpoint_url=f"http://{host}:{port}", region=region, _server=server)
+
+
+class _ServerProcess:
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self._process = process
+
+    def stop(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+def _start_in_own_process(region: str) -> LocalAws:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto server exited with code {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        process.kill()
+        raise RuntimeError("moto server did not start within 30 s")
+    return LocalAws(
+        endpoint_url=f"http://127.0.0.1:{port}", region=region, _server=_ServerProcess(process)
+    )

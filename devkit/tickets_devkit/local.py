@@ -50,11 +50,11 @@ class LocalStack:
 
 
 @contextmanager
-def local_stack(*, fsync: bool = False) -> Iterator[LocalStack]:
+def local_stack(*, fsync: bool = False, aws_own_process: bool = False) -> Iterator[LocalStack]:
     """Start PostgreSQL and the emulator, create the database and the bucket; stop on exit."""
     postgres = start_postgres(fsync=fsync)
     try:
-        aws = start_aws()
+        aws = start_aws(own_process=aws_own_process)
         try:
             url = postgres.create_database(DATABASE)
             stack = LocalStack(postgres, aws, url)

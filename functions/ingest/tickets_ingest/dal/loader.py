@@ -75,13 +75,15 @@ class TableLoader:
     @cached_property
     def create_staging(self) -> str:
         columns = ",\n    ".join(f"{_q(c)} text" for c in CSV_COLUMNS)
+        # Created once per connection and emptied by every commit (or rollback): creating
+        # and dropping them per file cost more than a small delta's whole upsert.
         return (
-            f"CREATE TEMP TABLE staged_rows (\n"
+            f"CREATE TEMP TABLE IF NOT EXISTS staged_rows (\n"
             f"    rec_no bigint GENERATED ALWAYS AS IDENTITY,\n    {columns}\n"
-            f") ON COMMIT DROP;\n"
-            f"CREATE TEMP TABLE rejected_records (\n"
+            f") ON COMMIT DELETE ROWS;\n"
+            f"CREATE TEMP TABLE IF NOT EXISTS rejected_records (\n"
             f"    rec_no bigint PRIMARY KEY,\n    error text NOT NULL\n"
-            f") ON COMMIT DROP"
+            f") ON COMMIT DELETE ROWS"
         )
 
     @staticmethod
@@ -137,7 +139,7 @@ class TableLoader:
         columns = self.stored_columns
         labels = [c for c in NORMALIZED_COLUMNS if c in columns]
         ctes = [
-            f"label_{c} AS (\n"
+            f"label_{c} AS MATERIALIZED (\n"
             f"    SELECT raw,\n"
             f"           tickets.normalize_label(raw, CAST(:aliases AS jsonb) -> '{c}') AS label\n"
             f"    FROM (SELECT DISTINCT {_q(c)} AS raw FROM {STAGING}) AS d\n)"
@@ -206,7 +208,9 @@ class TableLoader:
             f"SELECT r.rec_no, l.line_number, array_to_string(ARRAY[{fields}], ','), r.error\n"
             f"FROM {REJECTS} AS r\n"
             f"JOIN {STAGING} AS s ON s.rec_no = r.rec_no\n"
-            f"JOIN (SELECT rec_no, 1 + rec_no + coalesce(sum({newline_count}) OVER (\n"
+            # rec_no keeps counting across files on one connection: number rows afresh.
+            f"JOIN (SELECT rec_no, 1 + row_number() OVER (ORDER BY rec_no)\n"
+            f"          + coalesce(sum({newline_count}) OVER (\n"
             f"          ORDER BY rec_no ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)\n"
             f"          AS line_number\n"
             f"      FROM {STAGING} AS s) AS l ON l.rec_no = r.rec_no\n"

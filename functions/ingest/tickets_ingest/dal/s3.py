@@ -71,6 +71,9 @@ class Bucket:
                 CopySource={"Bucket": self.name, "Key": key},
                 CopySourceIfMatch=f'"{etag}"',
                 MetadataDirective="COPY",
+                # Tags are not carried: copying them would need s3:GetObjectTagging and
+                # s3:PutObjectTagging, which the function does not have.
+                TaggingDirective="REPLACE",
             )
         except ClientError as exc:
             if _code(exc) in {"PreconditionFailed", "412"}:

@@ -118,13 +118,18 @@ REJECTED_ROW_COUNT = "SELECT count(*) FROM tickets.rejected_rows WHERE dataset =
 
 # --- applying one file (session settings for this transaction only) -------------------
 
-SET_SOURCE_TIMEZONE = "SELECT set_config('TimeZone', :timezone, true)"
-SET_DATESTYLE = "SELECT set_config('DateStyle', 'ISO, YMD', true)"
-# Enough for a baseline's de-duplicating sort to stay in memory instead of spilling to disk.
-SET_WORK_MEM = "SELECT set_config('work_mem', '64MB', true)"
+# Naive timestamps in the CSV are source-time-zone wall time; ISO dates; and enough
+# work_mem for a baseline's de-duplicating sort to stay in memory instead of spilling.
+SET_FILE_SESSION = """
+SELECT set_config('TimeZone', :timezone, true),
+       set_config('DateStyle', 'ISO, YMD', true),
+       set_config('work_mem', '64MB', true)
+"""
 
 TABLE_COLUMNS = """
-SELECT column_name
-FROM information_schema.columns
-WHERE table_schema = 'tickets' AND table_name = :table
+SELECT a.attname
+FROM pg_attribute AS a
+JOIN pg_class AS c ON c.oid = a.attrelid
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = 'tickets' AND c.relname = :table AND a.attnum > 0 AND NOT a.attisdropped
 """

@@ -61,9 +61,7 @@ def apply_file(
     file_columns = check_header(obj.key, csv_body.header)
     counts = RowCounts()
     with db.transaction(commit=not dry_run):
-        db.run(statements.SET_SOURCE_TIMEZONE, timezone=ctx.source_timezone)
-        db.run(statements.SET_DATESTYLE)
-        db.run(statements.SET_WORK_MEM)
+        db.run(statements.SET_FILE_SESSION, timezone=ctx.source_timezone)
         db.run(ctx.loader.create_staging)
         _copy(db, ctx.loader, obj.key, file_columns, csv_body)
         timings["copy"] = _ms_since(clock)

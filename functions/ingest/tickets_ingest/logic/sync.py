@@ -9,8 +9,11 @@ finishes the job: archive what was committed, apply what was not.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -18,9 +21,17 @@ from tickets_ingest.core.plan import classify_listing, plan_sync
 from tickets_ingest.dal import ledger
 from tickets_ingest.errors import FileRejected, ObjectChanged
 from tickets_ingest.failpoints import Step, reached
-from tickets_ingest.logic.apply import apply_file
+from tickets_ingest.logic.apply import ApplyContext, apply_file
 from tickets_ingest.logic.runtime import Runtime
-from tickets_ingest.models import BlockedFile, ExportType, Plan, StreamObject, SyncReport
+from tickets_ingest.models import (
+    BlockedFile,
+    ExportType,
+    FileResult,
+    Plan,
+    PlannedFile,
+    StreamObject,
+    SyncReport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,60 +68,157 @@ def sync(runtime: Runtime, dataset: str, options: SyncOptions | None = None) -> 
         reached(Step.LISTED, dataset)
         report = SyncReport(dataset=dataset, plan=plan, dry_run=options.dry_run)
         _warn_about(plan)
-        if not options.dry_run:
-            for obj in plan.to_archive:
-                _archive(runtime, dataset, obj, report)
-
-        watermark = plan.watermark
-        for planned in plan.to_apply:
-            obj = planned.obj
-            if options.may_start_file is not None and not options.may_start_file(obj):
-                report.stopped_early = True
-                log.info("stopping before %s: time budget", obj.key)
-                break
-            after = watermark if planned.export_type is ExportType.LATE else obj.key
-            progress = _progress_for(obj, options.on_progress)
-            body = runtime.bucket.open(obj.key, obj.etag)
-            try:
-                reached(Step.BODY_OPENED, obj.key)
-                result = apply_file(
-                    runtime.db(),
-                    ctx,
-                    planned,
-                    body,
-                    watermark_after=after,
-                    dry_run=options.dry_run,
-                    on_progress=progress,
-                )
-            except FileRejected as rejection:
-                report.rejected = _block(runtime, dataset, obj, rejection, options.dry_run)
-                break
-            finally:
-                body.close()
-            report.applied.append(result)
+        with _Pipeline(runtime, dataset, plan.to_apply, report) as pipeline:
             if not options.dry_run:
-                reached(Step.COMMITTED, obj.key)
-            log.info(
-                "applied %s (%s): %d rows read, %d upserted, %d rejected in %d ms",
-                obj.key,
-                planned.export_type.value,
-                result.counts.read,
-                result.counts.upserted,
-                result.counts.rejected,
-                result.duration_ms,
+                for obj in plan.to_archive:
+                    pipeline.archive(obj)
+            report.watermark_after = _apply_in_order(
+                runtime, ctx=ctx, plan=plan, options=options, report=report, pipeline=pipeline
             )
-            if result.counts.sentinel_filtered:
-                log.warning(
-                    "%s holds %d 'EXPORT STOPPED' sentinel row(s): the export was truncated "
-                    "upstream; rows after the cut are missing until a later file brings them",
-                    obj.key,
-                    result.counts.sentinel_filtered,
-                )
-            if not options.dry_run:
-                watermark = after
-                result.archived = _archive(runtime, dataset, obj, report)
-        report.watermark_after = watermark
     return report
+
+
+def _apply_in_order(
+    runtime: Runtime,
+    *,
+    ctx: ApplyContext,
+    plan: Plan,
+    options: SyncOptions,
+    report: SyncReport,
+    pipeline: _Pipeline,
+) -> str | None:
+    """Apply the plan's files one by one; the watermark after the last one committed."""
+    watermark = plan.watermark
+    for index, planned in enumerate(plan.to_apply):
+        obj = planned.obj
+        pipeline.raise_if_crashed()
+        if options.may_start_file is not None and not options.may_start_file(obj):
+            report.stopped_early = True
+            log.info("stopping before %s: time budget", obj.key)
+            break
+        after = watermark if planned.export_type is ExportType.LATE else obj.key
+        body = pipeline.body(index)
+        try:
+            reached(Step.BODY_OPENED, obj.key)
+            result = apply_file(
+                runtime.db(),
+                ctx,
+                planned,
+                body,
+                watermark_after=after,
+                dry_run=options.dry_run,
+                on_progress=_progress_for(obj, options.on_progress),
+            )
+        except FileRejected as rejection:
+            report.rejected = _block(runtime, ctx.dataset, obj, rejection, options.dry_run)
+            break
+        finally:
+            body.close()
+        report.applied.append(result)
+        _log_applied(planned.export_type, result)
+        if not options.dry_run:
+            reached(Step.COMMITTED, obj.key)
+            watermark = after
+            pipeline.archive(obj, result)  # only ever after the commit
+    return watermark
+
+
+class _Pipeline:
+    """Keeps S3 round trips off the critical path without weakening order or safety.
+
+    The archive move of a committed file runs in the background while the next file
+    applies (it is only ever submitted after its commit), and the next file's GET starts
+    while the current small file is copied and committed. Applies stay strictly sequential.
+    """
+
+    PREFETCH_BELOW = 8 * 1024 * 1024  # a large file's COPY is long; don't hold a GET idle
+    WORKERS = 4
+
+    def __init__(
+        self, runtime: Runtime, dataset: str, files: tuple[PlannedFile, ...], report: SyncReport
+    ) -> None:
+        self._bucket = runtime.bucket
+        self._dataset = dataset
+        self._files = files
+        self._report = report
+        self._pool = ThreadPoolExecutor(self.WORKERS, thread_name_prefix="tickets-s3")
+        self._archives: list[Future[None]] = []
+        self._prefetched: tuple[int, Future[Any]] | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _Pipeline:
+        return self
+
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
+        self._discard_prefetch()
+        self._pool.shutdown(wait=True)
+        self._report.archived.sort()
+        if error is None:
+            self.raise_if_crashed()
+
+    def body(self, index: int) -> Any:
+        planned = self._files[index].obj
+        if self._prefetched is not None and self._prefetched[0] == index:
+            body = self._prefetched[1].result()
+            self._prefetched = None
+        else:
+            body = self._bucket.open(planned.key, planned.etag)
+        if index + 1 < len(self._files) and planned.size < self.PREFETCH_BELOW:
+            upcoming = self._files[index + 1].obj
+            future = self._pool.submit(self._bucket.open, upcoming.key, upcoming.etag)
+            self._prefetched = (index + 1, future)
+        return body
+
+    def archive(self, obj: StreamObject, result: FileResult | None = None) -> None:
+        self._archives.append(self._pool.submit(self._archive, obj, result))
+
+    def _archive(self, obj: StreamObject, result: FileResult | None) -> None:
+        try:
+            self._bucket.archive(self._dataset, obj.key, obj.etag)
+        except (ClientError, BotoCoreError, ObjectChanged) as exc:
+            # Committed already: the next run sees the ledger row and only archives.
+            log.warning("could not archive %s yet (%s); the next run will", obj.key, exc)
+            return
+        with self._lock:
+            self._report.archived.append(obj.key)
+        if result is not None:
+            result.archived = True
+
+    def raise_if_crashed(self) -> None:
+        """Anything but an S3 error in a background move stops the run, as in the foreground."""
+        for future in self._archives:
+            if future.done() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+
+    def _discard_prefetch(self) -> None:
+        if self._prefetched is None:
+            return
+        future = self._prefetched[1]
+        self._prefetched = None
+        try:
+            future.result().close()
+        except Exception:  # an unused prefetch may fail in any way; it does not matter
+            log.debug("discarded prefetch failed", exc_info=True)
+
+
+def _log_applied(export_type: ExportType, result: FileResult) -> None:
+    counts = result.counts
+    log.info(
+        "applied %s (%s): %d rows read, %d upserted, %d rejected in %d ms",
+        result.key,
+        export_type.value,
+        counts.read,
+        counts.upserted,
+        counts.rejected,
+        result.duration_ms,
+    )
+    if counts.sentinel_filtered:
+        log.warning(
+            "%s holds %d 'EXPORT STOPPED' sentinel row(s): the export was truncated "
+            "upstream; rows after the cut are missing until a later file brings them",
+            result.key,
+            counts.sentinel_filtered,
+        )
 
 
 def _block(
@@ -135,17 +243,6 @@ def _block(
     blocked = ledger.blocked_file(db, dataset)
     assert blocked is not None
     return blocked
-
-
-def _archive(runtime: Runtime, dataset: str, obj: StreamObject, report: SyncReport) -> bool:
-    try:
-        runtime.bucket.archive(dataset, obj.key, obj.etag)
-    except (ClientError, BotoCoreError, ObjectChanged) as exc:
-        # Committed already: the next run sees the ledger row and only archives.
-        log.warning("could not archive %s yet (%s); the next run will", obj.key, exc)
-        return False
-    report.archived.append(obj.key)
-    return True
 
 
 def _warn_about(plan: Plan) -> None:

@@ -1,0 +1,502 @@
+"""``tickets-devkit bench``: our sync path against PostgreSQL's own COPY, measured in one run.
+
+Every figure is a median over ``--runs`` timed runs after one warm-up run, on the same
+machine, the same generated data and the same PostgreSQL (fsync on). The reference is
+what PostgreSQL must do anyway: ``psql \\copy`` of the file into a temporary table plus one
+``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` with the same casts, timed by psql itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tickets_devkit.generator import BASELINE_ROWS, TicketStream, file_key, write_baseline_to
+from tickets_devkit.local import BUCKET, LocalStack, environment, local_stack
+from tickets_devkit.postgres import find_bindir
+from tickets_ingest.core.schema import COLUMN_KINDS, CSV_COLUMNS, DEFAULT_DROP_FIELDS, Kind
+from tickets_ingest.logic.runtime import Runtime
+from tickets_ingest.logic.sync import sync
+from tickets_ingest.settings import load_settings
+
+RESULTS = Path("bench/results")
+README_START = "<!-- bench:start -->"
+README_END = "<!-- bench:end -->"
+STORED = [c for c in CSV_COLUMNS if c not in DEFAULT_DROP_FIELDS]
+
+
+@dataclass
+class Row:
+    measure: str
+    ours: str
+    reference: str = "-"
+    ratio: str = "-"
+    target: str = "-"
+    note: str = ""
+
+
+@dataclass
+class Bench:
+    stack: LocalStack
+    runs: int
+    workdir: Path
+    rows: list[Row] = field(default_factory=list)
+    _clock: int = 0
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def next_key(self) -> str:
+        """A fresh stream key, later than every key used before in this run."""
+        self._clock += 1
+        stamp = datetime(2026, 6, 22, 15, 50, 39, tzinfo=UTC) + timedelta(minutes=self._clock)
+        return file_key("inc", stamp)
+
+    def runtime(self) -> Runtime:
+        return Runtime(load_settings(), application_name="tickets-ingest bench")
+
+    def sql(self, statement: str) -> None:
+        runtime = self.runtime()
+        try:
+            runtime.db().run(statement)
+        finally:
+            runtime.close()
+
+    def reset(self) -> None:
+        self.sql(
+            "TRUNCATE tickets.incidents, tickets.import_meta, tickets.rejected_rows, "
+            "tickets.blocked_files"
+        )
+        s3 = self.stack.s3()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+            for item in page.get("Contents", []):
+                s3.delete_object(Bucket=BUCKET, Key=item["Key"])
+
+    def ours(self, body: Path, *, prepare: Callable[[], None] | None = None) -> float:
+        """Seconds for one sync of ``body`` uploaded as the next file (upload not timed)."""
+        if prepare is not None:
+            prepare()
+        self.stack.s3().upload_file(str(body), BUCKET, self.next_key())
+        runtime = self.runtime()
+        try:
+            runtime.db()  # connect and migrate outside the timed part, like a warm Lambda
+            clock = time.perf_counter()
+            report = sync(runtime, "inc")
+            elapsed = time.perf_counter() - clock
+        finally:
+            runtime.close()
+        if not report.ok or len(report.applied) != 1:
+            raise RuntimeError(f"bench sync did not apply the file: {report}")
+        return elapsed
+
+    def reference(self, body: Path, *, prepare: Callable[[], None] | None = None) -> float:
+        """Seconds psql reports for \\copy into a temp table + the upsert (process start and
+        connection excluded, as for ours)."""
+        if prepare is not None:
+            prepare()
+        script = _reference_script(body)
+        psql = find_bindir() / "psql"
+        done = subprocess.run(
+            [str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.stack.database_url],
+            input=script,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        times = [float(m) for m in re.findall(r"Time: ([0-9.]+) ms", done.stdout)]
+        return sum(times) / 1000
+
+    def median(self, measure: Callable[[], float]) -> float:
+        measure()  # warm-up, not counted
+        return statistics.median(measure() for _ in range(self.runs))
+
+    def compare(
+        self, name: str, body: Path, target: str, *, prepare: Callable[[], None] | None = None
+    ) -> tuple[float, float]:
+        ours = self.median(lambda: self.ours(body, prepare=prepare))
+        reference = self.median(lambda: self.reference(body, prepare=prepare))
+        self.rows.append(
+            Row(name, _seconds(ours), _seconds(reference), f"{ours / reference:.2f}", target)
+        )
+        return ours, reference
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _reference_script(body: Path) -> str:
+    text = ", ".join(f"{c} text" for c in CSV_COLUMNS)
+    casts = []
+    for column in STORED:
+        kind = COLUMN_KINDS[column]
+        if kind is Kind.TEXT:
+            casts.append(f"nullif({column}, '')")
+        else:
+            casts.append(f"nullif({column}, '')::{kind.value}")
+    columns = ", ".join(STORED)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in STORED[1:])
+    path = str(body).replace("'", "''")
+    return f"""
+SET TimeZone = 'Africa/Nairobi';
+SET work_mem = '64MB';
+\\timing on
+BEGIN;
+CREATE TEMP TABLE ref_stage ({text}) ON COMMIT DROP;
+\\copy ref_stage FROM '{path}' WITH (FORMAT csv, HEADER true)
+INSERT INTO tickets.incidents ({columns}, source_key)
+SELECT DISTINCT ON (ticket_id) {", ".join(casts)}, 'reference'
+FROM ref_stage WHERE NOT coalesce(nullif(is_alarm, '')::boolean, false)
+ORDER BY ticket_id
+ON CONFLICT (ticket_id) DO UPDATE SET {updates}, source_key = excluded.source_key;
+COMMIT;
+"""
+
+
+def _every_row_changed(body: bytes) -> bytes:
+    """The same tickets, each one updated: a later updated_at and another status."""
+    reader = csv.DictReader(io.StringIO(body.decode("utf-8"), newline=""))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(CSV_COLUMNS), lineterminator="\r\n")
+    writer.writeheader()
+    for record in reader:
+        if record["updated_at"]:
+            stamp = datetime.strptime(record["updated_at"], "%Y-%m-%d %H:%M:%S")
+            record["updated_at"] = (stamp + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")
+        record["raw_status"] = "Resolved" if record["raw_status"] != "Resolved" else "Closed"
+        record["sla_status"] = "Breached"
+        writer.writerow(record)
+    return out.getvalue().encode("utf-8")
+
+
+@dataclass
+class _Latency:
+    """Adds a fixed delay to every S3 call of the clients it is installed on."""
+
+    seconds: float
+
+    def __call__(self, **_: Any) -> None:
+        time.sleep(self.seconds)
+
+
+def _install_latency(runtime: Runtime, seconds: float) -> None:
+    if seconds > 0:
+        runtime.bucket.client.meta.events.register("before-send.s3", _Latency(seconds))
+
+
+# --- the measures --------------------------------------------------------------------------
+
+
+def bench_baseline_and_updates(bench: Bench, rows: int, seed: int) -> None:
+    stream = TicketStream("inc", seed=seed)
+    baseline = stream.baseline(rows)
+    base_path = bench.workdir / "baseline.csv"
+    base_path.write_bytes(baseline.body)
+    bench.compare(
+        f"baseline, {rows:,} rows into an empty table", base_path, "<= 1.5", prepare=bench.reset
+    )
+
+    updated_path = bench.workdir / "updated.csv"
+    updated_path.write_bytes(_every_row_changed(baseline.body))
+    bench.reset()
+    bench.ours(base_path)  # the table holds the baseline; every run updates every row
+    bench.compare(f"full update, {rows:,} rows all changed", updated_path, "<= 1.5")
+
+    delta = stream.delta(131)
+    delta_path = bench.workdir / "delta.csv"
+    delta_path.write_bytes(delta.body)
+    bench.compare("small delta, 131 rows into the full table", delta_path, "report ms")
+
+
+def bench_backlog(bench: Bench, files: int, latency_ms: float, seed: int) -> None:
+    stream = TicketStream("inc", seed=seed)
+    baseline = stream.baseline(500)
+    deltas = [stream.delta(1 + (i * 7) % 50, minutes_later=1) for i in range(files)]
+    results: list[str] = []
+    for latency in (0.0, latency_ms / 1000):
+        timings = []
+        for _ in range(bench.runs):
+            bench.reset()
+            s3 = bench.stack.s3()
+            s3.put_object(Bucket=BUCKET, Key=baseline.key, Body=baseline.body)
+            runtime = bench.runtime()
+            sync(runtime, "inc")
+            for delta in deltas:
+                s3.put_object(Bucket=BUCKET, Key=delta.key, Body=delta.body)
+            _install_latency(runtime, latency)
+            clock = time.perf_counter()
+            report = sync(runtime, "inc")
+            timings.append(time.perf_counter() - clock)
+            runtime.close()
+            if len(report.applied) != files or len(report.archived) != files:
+                raise RuntimeError("backlog run did not apply and archive every file")
+        results.append(f"{files / statistics.median(timings):.0f} files/s")
+    bench.rows.append(
+        Row(
+            f"backlog, {files:,} deltas of 1-50 rows in one sync",
+            results[0],
+            target="overlap S3 round trips",
+            note=f"with {latency_ms:.0f} ms added to every S3 call: {results[1]}",
+        )
+    )
+
+
+_MEASURED = """
+import sys
+from tickets_ingest.handlers.cli import main
+code = main(sys.argv[1:])
+with open("/proc/self/status") as status:
+    peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+print(f"VmHWM_KIB={peak}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def run_measured(args: list[str], env: dict[str, str]) -> tuple[int, float, int]:
+    """``tickets-ingest ARGS`` in a child: exit code, seconds, its own peak RSS (KiB).
+
+    VmHWM, not ru_maxrss: on Linux a child inherits its parent's maxrss across fork+exec."""
+    clock = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURED, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - clock
+    marker = [line for line in done.stderr.splitlines() if line.startswith("VmHWM_KIB=")]
+    if done.returncode != 0:
+        raise RuntimeError(f"tickets-ingest {' '.join(args)} failed: {done.stderr[-2000:]}")
+    return done.returncode, elapsed, int(marker[-1].split("=")[1]) if marker else 0
+
+
+def bench_memory(bench: Bench, rows: int, seed: int) -> None:
+    bench.reset()
+    path = bench.workdir / "big.csv"
+    with path.open("wb") as handle:
+        size = write_baseline_to(handle, rows, seed=seed)
+    bench.stack.s3().upload_file(str(path), BUCKET, bench.next_key())
+    path.unlink()
+    env = {**os.environ, **bench.stack.env("inc")}
+    _, seconds, peak_kib = run_measured(["sync", "--apply", "--dataset", "inc"], env)
+    bench.rows.append(
+        Row(
+            f"memory, one {rows:,}-row file ({size / 1e6:.0f} MB)",
+            f"{peak_kib / 1024:.0f} MB peak RSS",
+            target="< 100 MB",
+            note=f"whole process, incl. Python and boto3; synced in {seconds:.1f} s",
+        )
+    )
+
+
+_COLD = """
+import json, sys, time
+clock = time.perf_counter()
+sys.path.insert(0, sys.argv[1])
+import app
+imported = time.perf_counter() - clock
+from tickets_devkit.event_path import FakeLambdaContext
+times = []
+for _ in range(2):
+    clock = time.perf_counter()
+    app.lambda_handler({"dataset": "inc"}, FakeLambdaContext())
+    times.append(time.perf_counter() - clock)
+print(json.dumps({"import": imported, "first": times[0], "second": times[1]}))
+"""
+
+
+def bench_cold_start(bench: Bench) -> None:
+    import tickets_ingest  # noqa: PLC0415
+
+    app_dir = str(Path(tickets_ingest.__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        **bench.stack.env("inc"),
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "TicketsIngest",
+    }
+    samples = []
+    for _ in range(bench.runs + 1):
+        done = subprocess.run(
+            [sys.executable, "-c", _COLD, app_dir],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        samples.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    samples = samples[1:]  # the first pays for cold disk caches
+
+    def med(name: str) -> str:
+        return f"{statistics.median(s[name] for s in samples) * 1000:.0f} ms"
+
+    bench.rows.append(
+        Row(
+            "cold start: import app.lambda_handler",
+            med("import"),
+            note=f"first invocation {med('first')} (connect, migrate check, list), "
+            f"warm invocation {med('second')}",
+        )
+    )
+
+
+def bench_peer(bench: Bench) -> None:
+    python = Path(".venv-dlt/bin/python")
+    if not python.exists():
+        bench.rows.append(
+            Row("peer: dlt merge", "skipped", note="dlt is not installed: `make bench-dlt-env`")
+        )
+        return
+    bench.rows.append(Row("peer: dlt merge", "see bench/dlt_peer.py", note="not run"))
+
+
+# --- output ----------------------------------------------------------------------------
+
+
+def render(rows: list[Row], header: str) -> str:
+    lines = [
+        header,
+        "",
+        "| measure | ours | reference (psql \\copy + upsert) | ratio | target | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.measure} | {r.ours} | {r.reference} | {r.ratio} | {r.target} | {r.note} |"
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def chart(rows: list[Row], path: Path) -> bool:
+    try:
+        import matplotlib  # noqa: PLC0415
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return False
+    compared = [r for r in rows if r.ratio != "-"]
+    names = [r.measure.split(",")[0] for r in compared]
+    ours = [_to_ms(r.ours) for r in compared]
+    reference = [_to_ms(r.reference) for r in compared]
+    figure, axis = plt.subplots(figsize=(8, 4))
+    positions = range(len(names))
+    axis.bar([p - 0.2 for p in positions], ours, width=0.4, label="tickets-ingest sync")
+    axis.bar([p + 0.2 for p in positions], reference, width=0.4, label="psql \\copy + upsert")
+    axis.set_xticks(list(positions), names)
+    axis.set_ylabel("milliseconds (median)")
+    axis.set_title("tickets-ingest vs PostgreSQL's own COPY, same run, same data")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def _to_ms(text: str) -> float:
+    value, unit = text.split()
+    return float(value) * (1000 if unit == "s" else 1)
+
+
+def update_readme(table: str, readme: Path = Path("README.md")) -> None:
+    content = readme.read_text(encoding="utf-8")
+    if README_START not in content:
+        return
+    before, rest = content.split(README_START, 1)
+    _, after = rest.split(README_END, 1)
+    readme.write_text(f"{before}{README_START}\n{table}{README_END}{after}", encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Options:
+    rows: int = BASELINE_ROWS
+    runs: int = 5
+    backlog_files: int = 1000
+    latency_ms: float = 30.0
+    memory_rows: int = BASELINE_ROWS * 10
+    seed: int = 7
+    results: Path = RESULTS
+    readme: bool = False
+
+
+def run(options: Options) -> list[Row]:
+    started = time.monotonic()
+    with (
+        local_stack(fsync=True, aws_own_process=True) as stack,
+        environment(stack.env("inc")),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        bench = Bench(stack, options.runs, Path(tmp))
+        steps: Iterator[Callable[[], None]] = iter(
+            [
+                lambda: bench_baseline_and_updates(bench, options.rows, options.seed),
+                lambda: bench_backlog(
+                    bench, options.backlog_files, options.latency_ms, options.seed
+                ),
+                lambda: bench_memory(bench, options.memory_rows, options.seed),
+                lambda: bench_cold_start(bench),
+                lambda: bench_peer(bench),
+            ]
+        )
+        for step in steps:
+            step()
+            print(f"  ... {bench.rows[-1].measure}: {bench.rows[-1].ours}", flush=True)
+        rows = bench.rows
+    header = (
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} CPUs, PostgreSQL with "
+        f"fsync on, medians of {options.runs} runs after a warm-up "
+        f"({time.monotonic() - started:.0f} s in all; `make bench`)."
+    )
+    table = render(rows, header)
+    options.results.mkdir(parents=True, exist_ok=True)
+    (options.results / "latest.md").write_text(table, encoding="utf-8")
+    chart(rows, options.results / "latest.png")
+    if options.readme:
+        update_readme(table)
+    print(table)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tickets-devkit bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    defaults = Options()
+    parser.add_argument("--rows", type=int, default=defaults.rows)
+    parser.add_argument("--runs", type=int, default=defaults.runs)
+    parser.add_argument("--backlog-files", type=int, default=defaults.backlog_files)
+    parser.add_argument("--latency-ms", type=float, default=defaults.latency_ms)
+    parser.add_argument("--memory-rows", type=int, default=defaults.memory_rows)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--results", type=Path, default=defaults.results)
+    parser.add_argument("--readme", action="store_true", help="put the table in README.md")
+    args = parser.parse_args(argv)
+    run(
+        Options(
+            args.rows,
+            args.runs,
+            args.backlog_files,
+            args.latency_ms,
+            args.memory_rows,
+            args.seed,
+            args.results,
+            args.readme,
+        )
+    )
+    return 0
