@@ -35,6 +35,13 @@ class StreamObject:
 class PlannedFile:
     obj: StreamObject
     export_type: ExportType
+    # The key the ledger and the rows' lineage record: the changes/ key, also when a replay
+    # reads the object from processed/.
+    ledger_key: str | None = None
+
+    @property
+    def source_key(self) -> str:
+        return self.ledger_key or self.obj.key
 
 
 @dataclass(frozen=True)

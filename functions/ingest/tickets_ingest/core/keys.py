@@ -26,6 +26,10 @@ def changes_prefix(dataset: str) -> str:
     return f"automations/{dataset}/changes/"
 
 
+def processed_prefix(dataset: str) -> str:
+    return f"automations/{dataset}/processed/"
+
+
 def processed_key(dataset: str, name: str) -> str:
     return f"automations/{dataset}/processed/{name}"
 
@@ -44,7 +48,15 @@ def parse_stream_key(dataset: str, key: str) -> datetime | None:
     Only names directly under ``changes/`` count; a name that merely looks like a timestamp
     (``2026-02-30T10-00-00.csv``, ``2026-06-22T15-50-39.csv.tmp``) is not a stream file.
     """
-    prefix = changes_prefix(dataset)
+    return _parse_under(changes_prefix(dataset), key)
+
+
+def parse_archived_key(dataset: str, key: str) -> datetime | None:
+    """Like ``parse_stream_key``, for a file archived under ``processed/``."""
+    return _parse_under(processed_prefix(dataset), key)
+
+
+def _parse_under(prefix: str, key: str) -> datetime | None:
     if not key.startswith(prefix):
         return None
     name = key[len(prefix) :]

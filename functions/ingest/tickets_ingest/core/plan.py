@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from tickets_ingest.core.keys import parse_stream_key
+from tickets_ingest.core.keys import changes_prefix, parse_archived_key, parse_stream_key
 from tickets_ingest.models import Conflict, ExportType, Plan, PlannedFile, StreamObject
 
 
@@ -69,3 +69,21 @@ def plan_sync(
         conflicts=tuple(conflicts),
         ignored=tuple(sorted(ignored)),
     )
+
+
+def plan_replay(
+    dataset: str, archived: Iterable[tuple[str, str, int]], from_name: str
+) -> tuple[PlannedFile, ...]:
+    """Archived files (``processed/``) named ``from_name`` or later, oldest first, to be
+    re-applied with the recency guard: the way back after restoring a database backup."""
+    planned = []
+    for key, etag, size in archived:
+        timestamp = parse_archived_key(dataset, key)
+        name = key.rsplit("/", 1)[-1]
+        if timestamp is None or name < from_name:
+            continue
+        obj = StreamObject(key=key, etag=normalize_etag(etag), size=size, timestamp=timestamp)
+        planned.append(
+            PlannedFile(obj, ExportType.REPLAY, ledger_key=changes_prefix(dataset) + name)
+        )
+    return tuple(sorted(planned, key=lambda p: p.obj.key))

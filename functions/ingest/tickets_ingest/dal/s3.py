@@ -9,7 +9,13 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tickets_ingest.core.keys import changes_prefix, file_name, processed_key, quarantine_key
+from tickets_ingest.core.keys import (
+    changes_prefix,
+    file_name,
+    processed_key,
+    processed_prefix,
+    quarantine_key,
+)
 from tickets_ingest.errors import ObjectChanged
 from tickets_ingest.failpoints import Step, reached
 
@@ -28,8 +34,15 @@ class Bucket:
 
     def list_changes(self, dataset: str) -> Iterator[tuple[str, str, int]]:
         """Every object under ``automations/<dataset>/changes/`` as (key, etag, size)."""
+        return self._list(changes_prefix(dataset))
+
+    def list_processed(self, dataset: str) -> Iterator[tuple[str, str, int]]:
+        """Every object archived under ``automations/<dataset>/processed/``."""
+        return self._list(processed_prefix(dataset))
+
+    def _list(self, prefix: str) -> Iterator[tuple[str, str, int]]:
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.name, Prefix=changes_prefix(dataset)):
+        for page in paginator.paginate(Bucket=self.name, Prefix=prefix):
             for item in page.get("Contents", []):
                 yield item["Key"], item["ETag"], int(item["Size"])
 

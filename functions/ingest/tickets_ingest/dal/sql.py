@@ -50,14 +50,14 @@ LIMIT 1
 WATERMARK = """
 SELECT max(metadata ->> 'source_max_key')
 FROM tickets.import_meta
-WHERE dataset = :dataset AND export_type IN ('baseline', 'delta')
+WHERE dataset = :dataset AND export_type IN ('baseline', 'delta', 'replay')
 """
 
 APPLIED_ETAGS = """
 SELECT source_key, etag
 FROM tickets.import_meta
 WHERE dataset = :dataset
-  AND export_type IN ('baseline', 'delta', 'late')
+  AND export_type IN ('baseline', 'delta', 'late', 'replay')
   AND source_key = ANY(CAST(:keys AS text[]))
 """
 
@@ -132,4 +132,17 @@ FROM pg_attribute AS a
 JOIN pg_class AS c ON c.oid = a.attrelid
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = 'tickets' AND c.relname = :table AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+# Newest first; optional filters are NULL when not given.
+HISTORY = """
+SELECT id, source_key, etag, export_type, rows_read, rows_upserted, rows_skipped_older,
+       rows_alarm_filtered, rows_sentinel_filtered, rows_rejected, rows_duplicate,
+       bytes_read, finished_at, duration_ms, metadata
+FROM tickets.import_meta
+WHERE dataset = :dataset
+  AND (CAST(:export_type AS text) IS NULL OR export_type = :export_type)
+  AND (CAST(:since AS timestamptz) IS NULL OR finished_at >= :since)
+ORDER BY id DESC
+LIMIT :limit
 """

@@ -8,6 +8,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import boto3
@@ -18,7 +19,7 @@ from tickets_ingest.errors import ConfigError, IngestError, SyncBusy
 from tickets_ingest.handlers import render
 from tickets_ingest.logic import operator
 from tickets_ingest.logic.runtime import Runtime
-from tickets_ingest.logic.status import dataset_status
+from tickets_ingest.logic.status import dataset_status, history
 from tickets_ingest.logic.sync import SyncOptions, sync
 from tickets_ingest.settings import load_settings
 
@@ -54,6 +55,32 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     commands.add_parser("migrate", help="create or upgrade the tickets schema")
+
+    ledger = commands.add_parser("history", help="the ledger of file decisions, newest first")
+    ledger.add_argument("--dataset", required=True, metavar="NAME")
+    ledger.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    ledger.add_argument(
+        "--type",
+        dest="export_type",
+        choices=["baseline", "delta", "late", "replay", "quarantine"],
+        help="only this kind of decision",
+    )
+    ledger.add_argument("--since", type=_timestamp, help="only decisions at/after (ISO time)")
+    ledger.add_argument("--json", action="store_true", help="machine-readable output")
+
+    back = commands.add_parser(
+        "replay",
+        help="re-apply archived files from processed/ with the recency guard (after a restore)",
+    )
+    back.add_argument("--dataset", required=True, metavar="NAME")
+    back.add_argument(
+        "--from",
+        dest="from_key",
+        required=True,
+        metavar="KEY",
+        help="first file to replay: a key or a bare name",
+    )
+    back.add_argument("--apply", action="store_true", help="apply (default: dry run)")
 
     hold = commands.add_parser(
         "quarantine",
@@ -177,6 +204,36 @@ def _migrate(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _history(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
+    entries = history(
+        runtime, args.dataset, limit=args.limit, export_type=args.export_type, since=args.since
+    )
+    if args.json:
+        json.dump([e.to_json() for e in entries], out, indent=2, default=str)
+        out.write("\n")
+    else:
+        render.print_history(args.dataset, entries, out)
+    return EXIT_OK
+
+
+def _replay(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
+    report = operator.replay(runtime, args.dataset, args.from_key, dry_run=not args.apply)
+    render.print_report(report, out)
+    if not report.ok:
+        assert report.rejected is not None
+        print(f"tickets-ingest: {render.blocked_line(report.rejected)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date/time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _quarantine(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
     done = operator.quarantine(runtime, args.dataset, args.key, args.reason)
     print(f"quarantined {done.key} (ETag {done.etag}) -> {done.moved_to}", file=out)
@@ -216,6 +273,8 @@ _COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace, TextIO], int]] = {
     "sync": _sync,
     "status": _status,
     "migrate": _migrate,
+    "history": _history,
+    "replay": _replay,
     "quarantine": _quarantine,
     "redrive": _redrive,
 }

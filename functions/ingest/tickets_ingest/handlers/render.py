@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from tickets_ingest.logic.status import DatasetStatus
+from tickets_ingest.logic.status import DatasetStatus, LedgerEntry
 from tickets_ingest.models import BlockedFile, FileResult, StreamObject, SyncReport
 
 
@@ -164,6 +164,30 @@ def print_status(status: DatasetStatus, out: TextIO) -> None:
         )
     if plan.ignored:
         print(f"  ignored keys   {len(plan.ignored)}", file=out)
+    if status.recent:
+        print("  recent         (newest first)", file=out)
+        for entry in status.recent:
+            print(f"    {_entry_line(entry)}", file=out)
+
+
+def _entry_line(entry: LedgerEntry) -> str:
+    name = entry.key.rsplit("/", 1)[-1]
+    when = f"{entry.finished_at:%Y-%m-%d %H:%M:%S}"
+    if entry.export_type == "quarantine":
+        meta = entry.metadata
+        return f"{when}  {name}  quarantine  by {meta.get('who')}: {meta.get('why')}"
+    rows = f"{entry.rows_read:>7} read {entry.rows_upserted:>7} upserted"
+    if entry.rows_rejected:
+        rows += f" {entry.rows_rejected} rejected"
+    if entry.rows_skipped_older:
+        rows += f" {entry.rows_skipped_older} older kept out"
+    return f"{when}  {name}  {entry.export_type:<8} {rows}  {entry.duration_ms:>6} ms"
+
+
+def print_history(dataset: str, entries: list[LedgerEntry], out: TextIO) -> None:
+    print(f"dataset {dataset}: {len(entries)} decision(s), newest first", file=out)
+    for entry in entries:
+        print(f"  {_entry_line(entry)}", file=out)
 
 
 class ProgressBar:

@@ -53,6 +53,7 @@ def apply_file(
     ``watermark_after`` is what the ledger row records as ``source_max_key``.
     """
     obj = planned.obj
+    source_key = planned.source_key
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
     timings: dict[str, int] = {}
@@ -75,7 +76,7 @@ def apply_file(
         guarded = planned.export_type in (ExportType.LATE, ExportType.REPLAY)
         try:
             with db.savepoint("typed"):
-                _upsert(db, ctx, obj.key, counts, guarded)
+                _upsert(db, ctx, source_key, counts, guarded)
         except DatabaseError as exc:
             if not sqlstate(exc).startswith("22"):
                 raise
@@ -84,7 +85,7 @@ def apply_file(
             counts.rejected += db.row_count
             _check_reject_share(db, ctx, obj.key, file_columns, counts)
             try:
-                _upsert(db, ctx, obj.key, counts, guarded)
+                _upsert(db, ctx, source_key, counts, guarded)
             except DatabaseError as again:
                 if not sqlstate(again).startswith("22"):
                     raise
@@ -93,12 +94,12 @@ def apply_file(
         reached(Step.UPSERTED, obj.key)
 
         if counts.rejected:
-            _save_rejected_rows(db, ctx, obj.key, obj.etag, file_columns)
+            _save_rejected_rows(db, ctx, source_key, obj.etag, file_columns)
         duration_ms = _ms_since(clock)
         ledger.record_file(
             db,
             dataset=ctx.dataset,
-            key=obj.key,
+            key=source_key,
             etag=obj.etag,
             export_type=planned.export_type,
             counts=counts,
@@ -110,6 +111,7 @@ def apply_file(
                 "source_size": obj.size,
                 "file_timestamp": obj.timestamp.isoformat(),
                 "timings_ms": timings,
+                **({"read_from": obj.key} if source_key != obj.key else {}),
             },
         )
         ledger.clear_blocked(db, ctx.dataset)

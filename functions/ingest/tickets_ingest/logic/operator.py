@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tickets_ingest.core.keys import changes_prefix, parse_stream_key, quarantine_key
+from tickets_ingest.core.plan import plan_replay
 from tickets_ingest.dal import ledger
-from tickets_ingest.errors import IngestError
+from tickets_ingest.errors import FileRejected, IngestError
+from tickets_ingest.logic.apply import apply_file
 from tickets_ingest.logic.runtime import Runtime
-from tickets_ingest.models import ExportType, RowCounts
+from tickets_ingest.models import BlockedFile, ExportType, Plan, RowCounts, SyncReport
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,53 @@ def _login() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def replay(runtime: Runtime, dataset: str, from_key: str, *, dry_run: bool = True) -> SyncReport:
+    """Re-apply archived files from ``processed/``, ``from_key``'s name onward, oldest first,
+    each in its own transaction with the recency guard, recorded as ``replay``.
+
+    The way back after a database restore: the restored ledger's watermark says where the
+    database stopped; replaying from there brings it forward without ever letting an older
+    row overwrite a newer one. Replays advance the watermark; nothing is moved in S3.
+    """
+    ctx = runtime.apply_context(dataset)
+    from_name = from_key.rsplit("/", 1)[-1]
+    if parse_stream_key(dataset, changes_prefix(dataset) + from_name) is None:
+        raise IngestError(
+            f"--from {from_key!r} is not a stream file name (YYYY-MM-DDTHH-mm-ss.csv)"
+        )
+    db = runtime.db()
+    with ledger.dataset_lock(db, dataset, runtime.settings.lock_wait_seconds):
+        files = plan_replay(dataset, runtime.bucket.list_processed(dataset), from_name)
+        watermark = ledger.watermark(db, dataset)
+        plan = Plan(dataset, watermark, files, (), (), ())
+        report = SyncReport(dataset=dataset, plan=plan, dry_run=dry_run)
+        for planned in files:
+            after = max(watermark or "", planned.source_key)
+            body = runtime.bucket.open(planned.obj.key, planned.obj.etag)
+            try:
+                result = apply_file(
+                    runtime.db(), ctx, planned, body, watermark_after=after, dry_run=dry_run
+                )
+            except FileRejected as rejection:
+                report.rejected = BlockedFile(
+                    planned.obj.key,
+                    planned.obj.etag,
+                    rejection.reason,
+                    rejection.line,
+                    rejection.column,
+                    since=datetime.now(UTC),
+                    attempts=0,
+                )
+                break
+            finally:
+                body.close()
+            report.applied.append(result)
+            if not dry_run:
+                watermark = after
+        report.watermark_after = watermark
+    return report
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,46 @@ from tickets_ingest.models import BlockedFile, Plan
 
 
 @dataclass(frozen=True)
+class LedgerEntry:
+    """One file decision from ``tickets.import_meta``."""
+
+    id: int
+    key: str
+    etag: str
+    export_type: str
+    rows_read: int
+    rows_upserted: int
+    rows_skipped_older: int
+    rows_alarm_filtered: int
+    rows_sentinel_filtered: int
+    rows_rejected: int
+    rows_duplicate: int
+    bytes_read: int
+    finished_at: datetime
+    duration_ms: int
+    metadata: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**vars(self), "finished_at": self.finished_at.isoformat()}
+
+
+def history(
+    runtime: Runtime,
+    dataset: str,
+    *,
+    limit: int = 20,
+    export_type: str | None = None,
+    since: datetime | None = None,
+) -> list[LedgerEntry]:
+    """The ledger of ``dataset``, newest first."""
+    runtime.settings.table_for(dataset)
+    rows = runtime.db().run(
+        statements.HISTORY, dataset=dataset, export_type=export_type, since=since, limit=limit
+    )
+    return [LedgerEntry(*row) for row in rows]
+
+
+@dataclass(frozen=True)
 class DatasetStatus:
     dataset: str
     plan: Plan
@@ -24,6 +64,7 @@ class DatasetStatus:
     rejected_rows: int
     last_applied_at: datetime | None
     lag_seconds: float | None  # now minus the watermark's timestamp
+    recent: tuple[LedgerEntry, ...] = ()  # the last few file decisions, newest first
 
     @property
     def watermark(self) -> str | None:
@@ -60,10 +101,13 @@ class DatasetStatus:
             "last_applied_at": None
             if self.last_applied_at is None
             else self.last_applied_at.isoformat(),
+            "recent": [entry.to_json() for entry in self.recent],
         }
 
 
-def dataset_status(runtime: Runtime, dataset: str, now: datetime | None = None) -> DatasetStatus:
+def dataset_status(
+    runtime: Runtime, dataset: str, now: datetime | None = None, recent: int = 5
+) -> DatasetStatus:
     plan = plan_dataset(runtime, dataset)
     db = runtime.db()
     applied, late, last_applied = db.one(statements.LEDGER_TOTALS, dataset=dataset)
@@ -77,4 +121,5 @@ def dataset_status(runtime: Runtime, dataset: str, now: datetime | None = None) 
         rejected_rows=int(rejected_rows),
         last_applied_at=last_applied,
         lag_seconds=lag_seconds(plan.watermark, now),
+        recent=tuple(history(runtime, dataset, limit=recent)),
     )
