@@ -62,12 +62,12 @@ def interpret_message(body: str, *, bucket: str, datasets: Collection[str]) -> N
     """Read one queue message body."""
     try:
         message = json.loads(body)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         return Ignored("body is not JSON")
     if not isinstance(message, dict):
         return Ignored("body is not a JSON object")
     kind = message.get("kind")
-    if kind in {"continuation", "sweep"}:
+    if isinstance(kind, str) and kind in {"continuation", "sweep"}:
         dataset = message.get("dataset")
         if not isinstance(dataset, str) or dataset not in datasets:
             return Ignored(f"{kind} for a dataset that is not enabled: {dataset!r}")
@@ -84,8 +84,11 @@ def _object_created(
     detail = message.get("detail")
     if not isinstance(detail, dict):
         return Ignored("event without detail")
-    event_bucket = (detail.get("bucket") or {}).get("name")
-    obj = detail.get("object") or {}
+    bucket_part = detail.get("bucket")
+    obj = detail.get("object")
+    if not isinstance(bucket_part, dict) or not isinstance(obj, dict):
+        return Ignored("event detail without bucket and object")
+    event_bucket = bucket_part.get("name")
     key = obj.get("key")
     # AWS spells it "etag"; the moto emulator "eTag".
     etag = str(obj.get("etag") or obj.get("eTag") or "").strip('"')

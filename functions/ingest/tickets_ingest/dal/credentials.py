@@ -32,7 +32,13 @@ def connection_params(settings: Settings) -> ConnectionParams:
 def _from_secret(arn: str, sslmode: str) -> ConnectionParams:
     from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415 - AWS path only
 
-    secret: Any = parameters.get_secret(arn, transform="json", max_age=SECRET_CACHE_SECONDS)
+    try:
+        secret: Any = parameters.get_secret(arn, transform="json", max_age=SECRET_CACHE_SECONDS)
+    except parameters.TransformParameterError:
+        raise ConfigError(f"secret {arn} is not JSON") from None  # never its content
+    except parameters.GetParameterError as exc:
+        reason = str(exc).split(" - ", 1)[-1]  # AWS's error, e.g. ResourceNotFoundException
+        raise ConfigError(f"secret {arn} cannot be read: {reason}") from None
     if not isinstance(secret, dict):
         raise ConfigError(f"secret {arn} is not a JSON object")
     missing = [name for name in _SECRET_FIELDS if not secret.get(name)]

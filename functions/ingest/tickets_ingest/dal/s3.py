@@ -14,7 +14,6 @@ from tickets_ingest.core.keys import (
     file_name,
     processed_key,
     processed_prefix,
-    quarantine_key,
 )
 from tickets_ingest.errors import ObjectChanged
 from tickets_ingest.failpoints import Step, reached
@@ -71,8 +70,8 @@ class Bucket:
         """Move an applied object to ``processed/`` (copy, then delete). Returns the new key."""
         return self._move(key, etag, processed_key(dataset, file_name(key)))
 
-    def quarantine(self, dataset: str, key: str, etag: str) -> str:
-        return self._move(key, etag, quarantine_key(dataset, file_name(key)))
+    def quarantine(self, key: str, etag: str, target: str) -> str:
+        return self._move(key, etag, target)
 
     def _move(self, key: str, etag: str, target: str) -> str:
         try:

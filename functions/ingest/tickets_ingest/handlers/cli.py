@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         message = error_fields(exc).get("M") or str(exc)
         return _fail(f"database: {message}", EXIT_FAILED, args.debug)
     except (ClientError, BotoCoreError) as exc:
-        return _fail(f"S3: {exc}", EXIT_FAILED, args.debug)
+        return _fail(f"AWS: {exc}", EXIT_FAILED, args.debug)
     except KeyboardInterrupt:
         return _fail("interrupted; committed files stay committed, rerun to continue", 130, False)
 

@@ -63,6 +63,9 @@ def quarantine(
         blocked = ledger.blocked_file(db, dataset)
         was_blocking = blocked is not None and blocked.key == key
         target = quarantine_key(dataset, key.rsplit("/", 1)[-1])
+        if runtime.bucket.head_etag(target) not in (None, etag):
+            # An earlier bad copy under the same name stays: this one gets its ETag added.
+            target = f"{target[: -len('.csv')]}.{etag[:12]}.csv"
         now = datetime.now(UTC)
         with db.transaction():
             ledger.record_file(
@@ -88,7 +91,7 @@ def quarantine(
             if was_blocking:
                 ledger.clear_blocked(db, dataset)
             # Move inside the transaction: if the move fails, the decision is not recorded.
-            runtime.bucket.quarantine(dataset, key, etag)
+            runtime.bucket.quarantine(key, etag, target)
     log.warning("quarantined %s (%s) by %s: %s", key, etag, who, reason)
     return Quarantined(dataset, key, etag, target, was_blocking)
 

@@ -1,0 +1,217 @@
+"""The demo behind ``make run``: the real architecture on one machine, no cloud, no Docker.
+
+PostgreSQL and the AWS emulator start; the bucket, the EventBridge rules, the FIFO queue
+and its dead-letter queue, the idempotency table and the database secret are created the
+way template.yaml creates them; a generated INC stream (baseline + deltas) and a CRQ
+stream are uploaded out of order; a poller feeds the queue to ``app.lambda_handler``
+exactly as Lambda's event source mapping would. Then status, a few rows, and everything
+stops (``--keep`` leaves it running, the poller included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+from tickets_devkit.event_path import EventPath, FakeLambdaContext, build_event_path, poll
+from tickets_devkit.generator import TicketStream
+from tickets_devkit.local import BUCKET, LocalStack, environment, local_stack
+from tickets_ingest.handlers import cli as ingest_cli
+
+SECRET_NAME = "tickets-ingest/database"  # noqa: S105 - a name, not a secret
+JUNK_AND_LEGACY = {
+    "automations/inc/changes/notes.txt": b"exporter notes, not data\n",
+    "automations/inc/changes/2026-06-22T18-00-00.csv.tmp": b"partial upload\n",
+    "automations/inc/full/.keep": b"",
+    "automations/inc/2026-06-18T17-00-05.csv": b"old full snapshot (legacy)\n",
+    "automations/crq/2026-06-18T17-00-05.csv": b"old CRQ root snapshot (legacy)\n",
+}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def command(*args: str) -> int:
+    say(f"\n$ tickets-ingest {' '.join(args)}")
+    return ingest_cli.main(list(args))
+
+
+@dataclass
+class LambdaStack:
+    """The local stack with the event path built, and the handler ready to be fed."""
+
+    stack: LocalStack
+    path: EventPath
+    handler: Callable[[dict[str, Any], Any], dict[str, Any]]
+
+    def drain(self, label: str = "poller") -> None:
+        stats = poll(self.path, self.handler, FakeLambdaContext, max_batches=200)
+        if stats.delivered:
+            retried = " (retried; dead-lettered after 5 receives)" if stats.failed else ""
+            say(
+                f"{label}: {stats.delivered} message(s) in {stats.batches} batch(es): "
+                f"{stats.acknowledged} acknowledged, {stats.failed} failed{retried}"
+            )
+
+
+def database_secret(stack: LocalStack) -> str:
+    """Store the local database's credentials as the deployed function finds them."""
+    port = stack.postgres.port
+    secret = {
+        "host": "127.0.0.1",
+        "port": port,
+        "username": "postgres",
+        "password": "local",
+        "dbname": "tickets",
+    }
+    client = boto3.client("secretsmanager")
+    try:
+        return str(client.create_secret(Name=SECRET_NAME, SecretString=json.dumps(secret))["ARN"])
+    except client.exceptions.ResourceExistsException:
+        client.put_secret_value(SecretId=SECRET_NAME, SecretString=json.dumps(secret))
+        return str(client.describe_secret(SecretId=SECRET_NAME)["ARN"])
+
+
+@contextmanager
+def lambda_stack(stack: LocalStack) -> Iterator[LambdaStack]:
+    """Build the event path in the emulator and import the handler configured for it."""
+    path = build_event_path(boto3.Session(), BUCKET, ["inc", "crq"], region=stack.aws.region)
+    variables = {
+        **path.env(),
+        "DB_SECRET_ARN": database_secret(stack),
+        "DB_SSLMODE": "disable",  # the local server has no TLS; in AWS it is verify-full
+        "POWERTOOLS_SERVICE_NAME": "tickets-ingest",
+        "POWERTOOLS_METRICS_NAMESPACE": "TicketsIngest",
+        "POWERTOOLS_METRICS_DISABLED": "true",  # EMF lines would drown the demo's output
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "LOCK_WAIT_SECONDS": "10",
+    }
+    with environment(variables):
+        sys.path.insert(0, str(ingest_app_dir()))
+        from app import lambda_handler  # noqa: PLC0415 - configured by the environment above
+
+        yield LambdaStack(stack, path, lambda_handler)
+
+
+def ingest_app_dir() -> Any:
+    """functions/ingest/, where app.py lives next to the tickets_ingest package."""
+    from pathlib import Path  # noqa: PLC0415
+
+    import tickets_ingest  # noqa: PLC0415
+
+    return Path(tickets_ingest.__file__).resolve().parents[1]
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    say(
+        "starting PostgreSQL and the AWS emulator (S3, EventBridge, SQS FIFO, DynamoDB, "
+        "Secrets Manager) ..."
+    )
+    with local_stack() as stack, environment(stack.env()), lambda_stack(stack) as local:
+        say(
+            f"  PostgreSQL on 127.0.0.1:{stack.postgres.port}, emulator at {stack.aws.endpoint_url}"
+        )
+        say(
+            "  created as in template.yaml: bucket 'tickets' (EventBridge on), rules "
+            "tickets-ingest-{inc,crq}-changes, FIFO queue + FIFO DLQ (maxReceiveCount 5), "
+            "idempotency table, database secret"
+        )
+        files = upload_streams(local.stack, args.rows, args.seed)
+        counts = Counter(f.split("/")[1] for f in files)
+        say(
+            f"uploaded {counts['inc']} INC and {counts['crq']} CRQ files, newest first, plus "
+            "junk and legacy keys; each upload is an S3 event on its way to the queue"
+        )
+        command("sync", "--dataset", "inc")  # the plan, as an operator would look first
+        say("\nthe event source mapping delivers the queue to app.lambda_handler:")
+        local.drain()
+        code = command("status")
+        sample_rows(stack)
+        if args.keep:
+            keep_running(local)
+    say(f"\nstopped everything; {time.monotonic() - started:.1f} s in all")
+    return 0 if code == 0 else code
+
+
+def upload_streams(stack: LocalStack, rows: int, seed: int) -> list[str]:
+    inc = TicketStream("inc", seed=seed)
+    files = [inc.baseline(rows)] + [inc.delta(n, repeat_ids=n // 10) for n in (1, 22, 131)]
+    crq = TicketStream("crq", seed=seed + 1)
+    files += [crq.baseline(max(rows // 10, 10)), crq.delta(15)]
+    stack.upload(sorted(files, key=lambda f: f.key.rsplit("/", 1)[-1], reverse=True))
+    client = stack.s3()
+    for key, body in JUNK_AND_LEGACY.items():
+        client.put_object(Bucket=BUCKET, Key=key, Body=body)
+    return [f.key for f in files]
+
+
+def sample_rows(stack: LocalStack) -> None:
+    import pg8000.native  # noqa: PLC0415 - only the demo needs a raw connection
+
+    say("\n$ psql -c 'SELECT ... FROM tickets.incidents ORDER BY updated_at DESC LIMIT 5'")
+    con = pg8000.native.Connection(
+        user="postgres", host="127.0.0.1", port=stack.postgres.port, database="tickets"
+    )
+    try:
+        con.run("SET TimeZone = 'Africa/Nairobi'")
+        rows = con.run(
+            "SELECT ticket_id, raw_status, region, cluster, to_char(updated_at, "
+            "'YYYY-MM-DD HH24:MI TZ'), source_key FROM tickets.incidents "
+            "ORDER BY updated_at DESC, ticket_id LIMIT 5"
+        )
+        for r in rows:
+            say(f"  {r[0]}  {r[1]:<12} {r[2]:<12} {r[3]:<14} {r[4]}  {r[5].rsplit('/', 1)[-1]}")
+        total = con.run("SELECT count(*) FROM tickets.incidents")[0][0]
+        say(f"  ({total:,} incidents in all)")
+    finally:
+        con.close()
+
+
+def keep_running(local: LambdaStack) -> None:
+    stop = threading.Event()
+
+    def poller() -> None:
+        while not stop.is_set():
+            local.drain("event source mapping")
+            stop.wait(1.0)
+
+    thread = threading.Thread(target=poller, name="poller", daemon=True)
+    thread.start()
+    say("\nthe stack keeps running and the poller keeps feeding the handler. In another shell:")
+    env = {**local.stack.env(), **local.path.env()}
+    for name in (
+        "AWS_ENDPOINT_URL",
+        "AWS_DEFAULT_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "DATABASE_URL",
+        "TICKETS_BUCKET",
+        "DATASETS",
+        "QUEUE_URL",
+        "DLQ_URL",
+    ):
+        say(f"  export {name}={env[name]}")
+    say(
+        "  .venv/bin/tickets-ingest status\n"
+        "  .venv/bin/tickets-devkit upload --dataset inc FILE.csv   # a new file: an S3 event\n"
+        "(docs/runbook.md walks through a poison file on this stack.) Ctrl-C stops it all."
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        stop.set()
+        thread.join(timeout=5)
