@@ -16,7 +16,7 @@ venv: $(STAMP)
 
 ## run: the main job on embedded defaults (local PostgreSQL + S3 emulator, generated stream)
 run: $(STAMP)
-	$(BIN)/tickets-devkit run
+	$(BIN)/tickets-devkit run $(ARGS)
 
 ## measure: time and peak memory of a 34,849-row baseline sync (child process, fsync on)
 measure: $(STAMP)

@@ -471,7 +471,7 @@ def run(options: Options) -> list[Row]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tickets-devkit bench",
         description=__doc__,
@@ -486,7 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--results", type=Path, default=defaults.results)
     parser.add_argument("--readme", action="store_true", help="put the table in README.md")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     run(
         Options(
             args.rows,

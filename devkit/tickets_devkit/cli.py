@@ -75,12 +75,7 @@ def measure(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        from tickets_devkit import bench  # noqa: PLC0415 - heavy, and has its own options
-
-        return bench.main(argv[1:])
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tickets-devkit",
         description=__doc__,
@@ -103,7 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     measure_parser.add_argument("--rows", type=int, default=BASELINE_ROWS)
     measure_parser.add_argument("--seed", type=int, default=7)
     commands.add_parser("bench", help="the benchmark (tickets-devkit bench --help)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from tickets_devkit import bench  # noqa: PLC0415 - heavy, and has its own options
+
+        return bench.main(argv[1:])
+    args = build_parser().parse_args(argv)
     handlers = {"run": demo.run, "invoke": invoke, "upload": upload, "measure": measure}
     return handlers[args.command](args)
 
