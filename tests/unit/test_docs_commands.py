@@ -23,13 +23,14 @@ INLINE = re.compile(r"`([^`]+)`")
 def _code(text: str) -> list[tuple[int, str]]:
     """(line number, code) for every line of a fenced block and every inline code span."""
     code: list[tuple[int, str]] = []
-    fenced = False
+    fence: str | None = None  # the open block's language
     for number, line in enumerate(text.splitlines(), start=1):
         if line.lstrip().startswith("```"):
-            fenced = not fenced
+            fence = None if fence is not None else line.strip()[3:]
             continue
-        if fenced:
-            code.append((number, line))
+        if fence is not None:
+            if fence != "mermaid":  # a diagram names programs, it does not run them
+                code.append((number, line))
         else:
             code.extend((number, span) for span in INLINE.findall(line))
     return code
