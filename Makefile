@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test measure invoke bench lint typecheck fmt check clean
+.PHONY: venv run test measure invoke bench bench-dlt-env lint typecheck fmt check clean
 
 $(STAMP): requirements-dev.txt functions/ingest/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ invoke: $(STAMP)
 ## bench: ours vs psql \copy + upsert, backlog, memory, cold start (results in bench/results/)
 bench: $(STAMP)
 	$(BIN)/tickets-devkit bench --readme $(BENCH_ARGS)
+
+## bench-dlt-env: dlt in its own environment, for the benchmark's peer comparison
+bench-dlt-env:
+	$(PYTHON) -m venv .venv-dlt
+	.venv-dlt/bin/pip install --quiet --disable-pip-version-check "dlt[postgres]==1.31.0" psycopg2-binary==2.9.13
 
 ## test: the whole test suite (starts its own PostgreSQL; moto for AWS)
 test: $(STAMP)

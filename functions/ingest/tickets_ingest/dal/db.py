@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import socket
 import ssl
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -48,6 +49,7 @@ class Database:
     def __init__(self, connection: Any, params: ConnectionParams) -> None:
         self._con = connection
         self.params = params
+        self._dead = False
 
     @classmethod
     def connect(
@@ -78,15 +80,31 @@ class Database:
 
     @property
     def broken(self) -> bool:
-        return getattr(self._con, "_sock", None) is None
+        """True once the connection can no longer be used; the caller opens a new one."""
+        return self._dead or getattr(self._con, "_sock", None) is None
 
     def close(self) -> None:
         if not self.broken:
             with suppress(InterfaceError, OSError):
                 self._con.close()
+        self._dead = True
+
+    def _call(self, sql: str, **kwargs: Any) -> Any:
+        """Every round trip goes through here: a network failure marks the connection dead.
+
+        pg8000 raises InterfaceError("network error") on a dead socket but keeps the socket
+        object, so without this a warm process would reuse a dead connection forever.
+        """
+        try:
+            return self._con.run(sql, **kwargs)
+        except (InterfaceError, OSError, struct.error):
+            self._dead = True
+            with suppress(Exception):
+                self._con.close()
+            raise
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
-        rows = self._con.run(sql, **params)
+        rows = self._call(sql, **params)
         return list(rows) if rows is not None else []
 
     def one(self, sql: str, **params: Any) -> list[Any]:
@@ -103,7 +121,7 @@ class Database:
         return int(self._con.row_count)
 
     def copy_in(self, sql: str, stream: io.IOBase) -> int:
-        self._con.run(sql, stream=stream)
+        self._call(sql, stream=stream)
         return int(self._con.row_count)
 
     @contextmanager
@@ -112,30 +130,27 @@ class Database:
 
         ``commit=False`` rolls back even on success: a dry run does all the work and keeps none.
         """
-        self._con.run("BEGIN")
+        self._call("BEGIN")
         try:
             yield
         except BaseException:
             if not self.broken:
                 try:
-                    self._con.run("ROLLBACK")
+                    self._call("ROLLBACK")
                 except (InterfaceError, DatabaseError, OSError):
                     self.close()
             raise
-        self._con.run("COMMIT" if commit else "ROLLBACK")
-
-    def rollback(self) -> None:
-        self._con.run("ROLLBACK")
+        self._call("COMMIT" if commit else "ROLLBACK")
 
     @contextmanager
     def savepoint(self, name: str) -> Iterator[None]:
-        self._con.run(f"SAVEPOINT {name}")
+        self._call(f"SAVEPOINT {name}")
         try:
             yield
         except DatabaseError:
-            self._con.run(f"ROLLBACK TO SAVEPOINT {name}")
+            self._call(f"ROLLBACK TO SAVEPOINT {name}")
             raise
-        self._con.run(f"RELEASE SAVEPOINT {name}")
+        self._call(f"RELEASE SAVEPOINT {name}")
 
 
 def sqlstate(error: BaseException) -> str:

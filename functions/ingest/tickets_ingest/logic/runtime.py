@@ -13,7 +13,7 @@ from functools import cached_property
 from tickets_ingest.core.aliases import load_aliases
 from tickets_ingest.dal import sql
 from tickets_ingest.dal.credentials import connection_params, forget_cached_secret
-from tickets_ingest.dal.db import Database, DatabaseError, sqlstate
+from tickets_ingest.dal.db import Database, DatabaseError, InterfaceError, sqlstate
 from tickets_ingest.dal.loader import TableLoader, aliases_json
 from tickets_ingest.dal.migrate import migrate
 from tickets_ingest.dal.s3 import Bucket
@@ -40,8 +40,17 @@ class Runtime:
     def _aliases_json(self) -> str:
         return aliases_json(load_aliases(self.settings.aliases_file))
 
-    def db(self) -> Database:
-        """The open connection, (re)connecting (and migrating once, if enabled) as needed."""
+    def db(self, *, verify: bool = False) -> Database:
+        """The open connection, (re)connecting (and migrating once, if enabled) as needed.
+
+        ``verify``: before new work, make sure a kept connection still answers (a warm
+        container's connection may have died while idle: failover, idle timeout, proxy).
+        """
+        if verify and self._db is not None and not self._db.broken:
+            try:
+                self._db.run("SELECT 1")
+            except (InterfaceError, OSError, DatabaseError):
+                log.warning("the kept database connection no longer answers; reconnecting")
         if self.settings.auto_migrate and not self._migrated:
             self.migrate()
         return self._connection()

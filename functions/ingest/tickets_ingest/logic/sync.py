@@ -58,8 +58,8 @@ def plan_dataset(runtime: Runtime, dataset: str) -> Plan:
 
 def sync(runtime: Runtime, dataset: str, options: SyncOptions | None = None) -> SyncReport:
     options = options or SyncOptions()
+    db = runtime.db(verify=True)
     ctx = runtime.apply_context(dataset)
-    db = runtime.db()
     wait = runtime.settings.lock_wait_seconds
     if options.lock_wait_seconds is not None:
         wait = options.lock_wait_seconds
