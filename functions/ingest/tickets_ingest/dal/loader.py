@@ -94,19 +94,18 @@ class TableLoader:
         )
 
     @cached_property
-    def staged_counts(self) -> str:
-        return (
-            f"SELECT count(*), count(*) FILTER (WHERE {_q(KEY_COLUMN)} LIKE '{_SENTINEL_LIKE}')\n"
-            f"FROM {STAGING}"
-        )
-
-    @cached_property
     def reject_blank_ids(self) -> str:
+        """Set aside rows without a ticket_id; count rows read, sentinels and those set aside."""
         key = _q(KEY_COLUMN)
         return (
-            f"INSERT INTO {REJECTS} (rec_no, error)\n"
-            f"SELECT rec_no, '{KEY_COLUMN}: empty' FROM {STAGING}\n"
-            f"WHERE {key} IS NULL OR btrim({key}) = ''"
+            f"WITH blank AS (\n"
+            f"    INSERT INTO {REJECTS} (rec_no, error)\n"
+            f"    SELECT rec_no, '{KEY_COLUMN}: empty' FROM {STAGING}\n"
+            f"    WHERE {key} IS NULL OR btrim({key}) = ''\n"
+            f"    RETURNING 1\n)\n"
+            f"SELECT count(*), count(*) FILTER (WHERE {key} LIKE '{_SENTINEL_LIKE}'),\n"
+            f"       (SELECT count(*) FROM blank)\n"
+            f"FROM {STAGING}"
         )
 
     @cached_property
@@ -160,7 +159,9 @@ class TableLoader:
                 f"\n    WHERE stored.{recency} IS NULL OR excluded.{recency} >= stored.{recency}"
             )
         ctes.append(
-            f"latest AS MATERIALIZED (\n"
+            # Counted separately only under the recency guard (where rows may be kept out);
+            # otherwise every distinct row is written and the CTE is inlined, not stored.
+            f"latest AS {'MATERIALIZED' if recency_guard else 'NOT MATERIALIZED'} (\n"
             f"    SELECT DISTINCT ON (s.{_q(KEY_COLUMN)})\n           {select_list}\n"
             f"    FROM {STAGING} AS s{joins}\n"
             f"    WHERE {self._candidate_filter}\n"
@@ -175,8 +176,14 @@ class TableLoader:
             f"    RETURNING 1\n)"
         )
         return (
-            "WITH " + ",\n".join(ctes) + "\n"
-            "SELECT (SELECT count(*) FROM latest), (SELECT count(*) FROM written)"
+            "WITH "
+            + ",\n".join(ctes)
+            + "\n"
+            + (
+                "SELECT (SELECT count(*) FROM latest), (SELECT count(*) FROM written)"
+                if recency_guard
+                else "SELECT count(*), count(*) FROM written"
+            )
         )
 
     @cached_property

@@ -68,9 +68,7 @@ def apply_file(
         timings["copy"] = _ms_since(clock)
         reached(Step.STAGED, obj.key)
 
-        counts.read, counts.sentinel_filtered = db.one(ctx.loader.staged_counts)
-        db.run(ctx.loader.reject_blank_ids)
-        counts.rejected = db.row_count
+        counts.read, counts.sentinel_filtered, counts.rejected = db.one(ctx.loader.reject_blank_ids)
         _check_reject_share(db, ctx, obj.key, file_columns, counts)
 
         guarded = planned.export_type in (ExportType.LATE, ExportType.REPLAY)
@@ -132,7 +130,7 @@ def _copy(
     db: Database, loader: TableLoader, key: str, columns: tuple[str, ...], body: CsvBody
 ) -> None:
     try:
-        db.copy_in(loader.copy_statement(columns), body)
+        db.copy_in(loader.copy_statement(columns), body.chunks())
     except DatabaseError as exc:
         # Class 22 is the data's fault (bad CSV, bad encoding); anything else is ours.
         if not sqlstate(exc).startswith("22"):
