@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import Env
 from tests.support.rows import csv_bytes, key, row
+from tickets_ingest import failpoints
 from tickets_ingest.errors import ConfigError
 from tickets_ingest.logic.sync import SyncOptions, sync
 from tickets_ingest.models import ExportType
@@ -359,3 +360,22 @@ def test_crq_goes_to_its_own_table_and_disabled_datasets_are_refused(env: Env) -
     env.set(DATASETS="inc")
     with pytest.raises(ConfigError, match="not enabled"):
         sync(env.runtime(), "crq")
+
+
+def test_reupload_during_archive_is_never_deleted(env: Env) -> None:
+    """A new version landing between the copy to processed/ and the delete stays in changes/
+    (conditional delete) and is reported as a conflict, never lost and never applied."""
+    env.put(key("2026-06-22T15-50-39"), csv_bytes([row("INC1")]))
+    newer = csv_bytes([row("INC1", raw_status="Closed")])
+
+    def reupload(step: failpoints.Step, at: str) -> None:
+        if step is failpoints.Step.COPIED and at == key("2026-06-22T15-50-39"):
+            env.put(at, newer)
+
+    with failpoints.on(reupload):
+        report = sync(env.runtime(), "inc")
+    assert report.ok and report.archived == []
+    assert env.list_keys("automations/inc/changes/") == [key("2026-06-22T15-50-39")]
+    plan = sync(env.runtime(), "inc").plan
+    assert [c.obj.key for c in plan.conflicts] == [key("2026-06-22T15-50-39")]
+    assert stored(env)["INC1"]["raw_status"] == "Assigned"

@@ -92,7 +92,15 @@ class Bucket:
                 raise ObjectChanged(f"{key} was re-uploaded after it was applied") from None
             raise
         reached(Step.COPIED, key)
-        self.client.delete_object(Bucket=self.name, Key=key)
+        try:
+            # IfMatch: a version uploaded between the copy and this delete was never
+            # applied; it must stay in changes/ (the next run reports it as a conflict).
+            self.client.delete_object(Bucket=self.name, Key=key, IfMatch=f'"{etag}"')
+        except ClientError as exc:
+            if _code(exc) in {"PreconditionFailed", "412"}:
+                raise ObjectChanged(f"{key} was re-uploaded while it was being archived") from None
+            if _code(exc) not in {"NoSuchKey", "404"}:  # already gone: what we wanted
+                raise
         reached(Step.DELETED, key)
         return target
 
