@@ -40,6 +40,17 @@ def _q(name: str) -> str:
     return str(identifier(name))
 
 
+# What PostgreSQL's boolean input reads as true (unique prefixes of true/yes, on, 1).
+_TRUE_SPELLINGS = ("t", "tr", "tru", "true", "y", "ye", "yes", "on", "1")
+
+
+def _is_alarm() -> str:
+    """True for an alarm row, compared as text: a cast here would fail the whole statement
+    on a row the validator is about to set aside (the scan filters before the anti-join)."""
+    spellings = ", ".join(f"'{v}'" for v in _TRUE_SPELLINGS)
+    return f"(lower(btrim(coalesce(s.{_q(ALARM_COLUMN)}, ''))) IN ({spellings}))"
+
+
 def _cast(column: str) -> str:
     """The typed value of a staged column: empty is NULL, text stays text."""
     kind = COLUMN_KINDS[column]
@@ -111,17 +122,17 @@ class TableLoader:
     @cached_property
     def _candidate_filter(self) -> str:
         # CASE fixes the evaluation order: a sentinel row is never cast.
-        alarm = f"CAST(nullif(btrim(s.{_q(ALARM_COLUMN)}), '') AS boolean)"
+        alarm = _is_alarm()
         return (
             f"NOT EXISTS (SELECT 1 FROM {REJECTS} AS r WHERE r.rec_no = s.rec_no)\n"
             f"      AND CASE WHEN s.{_q(KEY_COLUMN)} LIKE '{_SENTINEL_LIKE}' THEN false\n"
-            f"               ELSE NOT coalesce({alarm}, false) END"
+            f"               ELSE NOT {alarm} END"
         )
 
     @cached_property
     def candidate_counts(self) -> str:
         """Alarm rows dropped, and rows left to upsert (before de-duplication)."""
-        alarm = f"coalesce(CAST(nullif(btrim(s.{_q(ALARM_COLUMN)}), '') AS boolean), false)"
+        alarm = _is_alarm()
         return (
             f"SELECT count(*) FILTER (WHERE {alarm}), count(*) FILTER (WHERE NOT {alarm})\n"
             f"FROM {STAGING} AS s\n"
