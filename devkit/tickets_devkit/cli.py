@@ -86,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--rows", type=int, default=BASELINE_ROWS, help="INC baseline rows")
     run_parser.add_argument("--seed", type=int, default=7)
     run_parser.add_argument("--keep", action="store_true", help="keep the stack running")
+    run_parser.add_argument(
+        "--database-url",
+        help="use this PostgreSQL instead of starting one (its 'tickets' schema is written)",
+    )
+    run_parser.add_argument(
+        "--endpoint-url",
+        help="use this AWS emulator (moto server, LocalStack) instead of starting one; "
+        "the demo never creates resources in a real AWS account",
+    )
     invoke_parser = commands.add_parser("invoke", help="run the Lambda handler with an event file")
     invoke_parser.add_argument("event", help="e.g. events/sqs-fifo-object-created.json")
     invoke_parser.add_argument("--rows", type=int, default=2000)

@@ -27,6 +27,7 @@ from tickets_devkit.event_path import EventPath, FakeLambdaContext, build_event_
 from tickets_devkit.generator import TicketStream
 from tickets_devkit.local import BUCKET, LocalStack, environment, local_stack
 from tickets_ingest.handlers import cli as ingest_cli
+from tickets_ingest.settings import parse_database_url
 
 SECRET_NAME = "tickets-ingest/database"  # noqa: S105 - a name, not a secret
 JUNK_AND_LEGACY = {
@@ -67,13 +68,13 @@ class LambdaStack:
 
 def database_secret(stack: LocalStack) -> str:
     """Store the local database's credentials as the deployed function finds them."""
-    port = stack.postgres.port
+    params = parse_database_url(stack.database_url)
     secret = {
-        "host": "127.0.0.1",
-        "port": port,
-        "username": "postgres",
-        "password": "local",
-        "dbname": "tickets",
+        "host": params.host,
+        "port": params.port,
+        "username": params.user,
+        "password": params.password or "local",  # the local server trusts any password
+        "dbname": params.database,
     }
     client = boto3.client("secretsmanager")
     try:
@@ -120,10 +121,13 @@ def run(args: argparse.Namespace) -> int:
         "starting PostgreSQL and the AWS emulator (S3, EventBridge, SQS FIFO, DynamoDB, "
         "Secrets Manager) ..."
     )
-    with local_stack() as stack, environment(stack.env()), lambda_stack(stack) as local:
-        say(
-            f"  PostgreSQL on 127.0.0.1:{stack.postgres.port}, emulator at {stack.aws.endpoint_url}"
-        )
+    with (
+        local_stack(database_url=args.database_url, endpoint_url=args.endpoint_url) as stack,
+        environment(stack.env()),
+        lambda_stack(stack) as local,
+    ):
+        where = parse_database_url(stack.database_url).describe()
+        say(f"  PostgreSQL {where}, AWS emulator at {stack.aws.endpoint_url}")
         say(
             "  created as in template.yaml: bucket 'tickets' (EventBridge on), rules "
             "tickets-ingest-{inc,crq}-changes, FIFO queue + FIFO DLQ (maxReceiveCount 5), "
@@ -162,8 +166,13 @@ def sample_rows(stack: LocalStack) -> None:
     import pg8000.native  # noqa: PLC0415 - only the demo needs a raw connection
 
     say("\n$ psql -c 'SELECT ... FROM tickets.incidents ORDER BY updated_at DESC LIMIT 5'")
+    params = parse_database_url(stack.database_url)
     con = pg8000.native.Connection(
-        user="postgres", host="127.0.0.1", port=stack.postgres.port, database="tickets"
+        user=params.user,
+        password=params.password,
+        host=params.host,
+        port=params.port,
+        database=params.database,
     )
     try:
         con.run("SET TimeZone = 'Africa/Nairobi'")

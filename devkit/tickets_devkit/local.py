@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ DATABASE = "tickets"
 
 @dataclass
 class LocalStack:
-    postgres: LocalPostgres
+    postgres: LocalPostgres | None  # None: an existing server given by URL
     aws: LocalAws
     database_url: str
 
@@ -50,22 +50,34 @@ class LocalStack:
 
 
 @contextmanager
-def local_stack(*, fsync: bool = False, aws_own_process: bool = False) -> Iterator[LocalStack]:
-    """Start PostgreSQL and the emulator, create the database and the bucket; stop on exit."""
-    postgres = start_postgres(fsync=fsync)
-    try:
-        aws = start_aws(own_process=aws_own_process)
-        try:
-            url = postgres.create_database(DATABASE)
-            stack = LocalStack(postgres, aws, url)
-            stack.s3().create_bucket(
+def local_stack(
+    *,
+    fsync: bool = False,
+    aws_own_process: bool = False,
+    database_url: str | None = None,
+    endpoint_url: str | None = None,
+) -> Iterator[LocalStack]:
+    """Start PostgreSQL and the emulator (or use the ones given), create the database and
+    the bucket; stop what was started on exit."""
+    with ExitStack() as started:
+        postgres: LocalPostgres | None = None
+        url = database_url
+        if url is None:
+            server = start_postgres(fsync=fsync)
+            started.callback(server.stop)
+            postgres, url = server, server.create_database(DATABASE)
+        if endpoint_url is None:
+            aws = start_aws(own_process=aws_own_process)
+            started.callback(aws.stop)
+        else:
+            aws = LocalAws(endpoint_url=endpoint_url)
+        stack = LocalStack(postgres, aws, url)
+        client = stack.s3()
+        with suppress(client.exceptions.BucketAlreadyOwnedByYou):
+            client.create_bucket(
                 Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": aws.region}
             )
-            yield stack
-        finally:
-            aws.stop()
-    finally:
-        postgres.stop()
+        yield stack
 
 
 @contextmanager

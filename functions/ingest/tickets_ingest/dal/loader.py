@@ -48,7 +48,12 @@ def _is_alarm() -> str:
     """True for an alarm row, compared as text: a cast here would fail the whole statement
     on a row the validator is about to set aside (the scan filters before the anti-join)."""
     spellings = ", ".join(f"'{v}'" for v in _TRUE_SPELLINGS)
-    return f"(lower(btrim(coalesce(s.{_q(ALARM_COLUMN)}, ''))) IN ({spellings}))"
+    column = f"s.{_q(ALARM_COLUMN)}"
+    # The exporter writes true/false: decide those without lower()/btrim() per row.
+    return (
+        f"(CASE {column} WHEN 'false' THEN false WHEN 'true' THEN true\n"
+        f"      ELSE lower(btrim(coalesce({column}, ''))) IN ({spellings}) END)"
+    )
 
 
 def _cast(column: str) -> str:
@@ -106,28 +111,36 @@ class TableLoader:
 
     @cached_property
     def reject_blank_ids(self) -> str:
-        """Set aside rows without a ticket_id; count rows read, sentinels and those set aside."""
+        """Set aside rows without a ticket_id, and count in the same scan: rows read,
+        sentinels, rows set aside, alarm rows, and rows left to upsert."""
         key = _q(KEY_COLUMN)
+        blank = f"(s.{key} IS NULL OR btrim(s.{key}) = '')"
         return (
             f"WITH blank AS (\n"
             f"    INSERT INTO {REJECTS} (rec_no, error)\n"
-            f"    SELECT rec_no, '{KEY_COLUMN}: empty' FROM {STAGING}\n"
-            f"    WHERE {key} IS NULL OR btrim({key}) = ''\n"
+            f"    SELECT s.rec_no, '{KEY_COLUMN}: empty' FROM {STAGING} AS s WHERE {blank}\n"
             f"    RETURNING 1\n)\n"
-            f"SELECT count(*), count(*) FILTER (WHERE {key} LIKE '{_SENTINEL_LIKE}'),\n"
-            f"       (SELECT count(*) FROM blank)\n"
-            f"FROM {STAGING}"
+            f"SELECT count(*), count(*) FILTER (WHERE sentinel), (SELECT count(*) FROM blank),\n"
+            f"       count(*) FILTER (WHERE kept AND alarm),\n"
+            f"       count(*) FILTER (WHERE kept AND NOT alarm)\n"
+            # Each flag computed once per row.
+            f"FROM (SELECT s.{key} LIKE '{_SENTINEL_LIKE}' AS sentinel,\n"
+            f"             NOT {blank} AND s.{key} NOT LIKE '{_SENTINEL_LIKE}' AS kept,\n"
+            f"             {_is_alarm()} AS alarm\n"
+            f"      FROM {STAGING} AS s) AS flags"
         )
 
-    @cached_property
-    def _candidate_filter(self) -> str:
-        # CASE fixes the evaluation order: a sentinel row is never cast.
-        alarm = _is_alarm()
-        return (
-            f"NOT EXISTS (SELECT 1 FROM {REJECTS} AS r WHERE r.rec_no = s.rec_no)\n"
-            f"      AND CASE WHEN s.{_q(KEY_COLUMN)} LIKE '{_SENTINEL_LIKE}' THEN false\n"
-            f"               ELSE NOT {alarm} END"
+    @staticmethod
+    def _candidate_filter(*, exclude_rejected: bool) -> str:
+        """Rows to upsert: not set aside, not a sentinel, not an alarm."""
+        wanted = (
+            f"CASE WHEN s.{_q(KEY_COLUMN)} LIKE '{_SENTINEL_LIKE}' THEN false\n"
+            f"               ELSE NOT {_is_alarm()} END"
         )
+        if not exclude_rejected:  # nothing set aside: skip the anti-join
+            return wanted
+        rejected = f"EXISTS (SELECT 1 FROM {REJECTS} AS r WHERE r.rec_no = s.rec_no)"
+        return f"NOT {rejected}\n      AND {wanted}"
 
     @cached_property
     def candidate_counts(self) -> str:
@@ -140,7 +153,7 @@ class TableLoader:
             f"  AND s.{_q(KEY_COLUMN)} NOT LIKE '{_SENTINEL_LIKE}'"
         )
 
-    def upsert(self, *, recency_guard: bool) -> str:
+    def upsert(self, *, recency_guard: bool, exclude_rejected: bool = True) -> str:
         """Upsert the last valid occurrence of each ticket_id; returns (distinct, written).
 
         Labels are normalized once per distinct raw value (a file has a few dozen regions
@@ -148,11 +161,21 @@ class TableLoader:
         """
         columns = self.stored_columns
         labels = [c for c in NORMALIZED_COLUMNS if c in columns]
-        ctes = [
+        # One scan collects the distinct label combinations; each label is then cleaned
+        # once per distinct value from that small set.
+        ctes = (
+            [
+                f"label_values AS MATERIALIZED (\n"
+                f"    SELECT DISTINCT {', '.join(_q(c) for c in labels)} FROM {STAGING}\n)"
+            ]
+            if labels
+            else []
+        )
+        ctes += [
             f"label_{c} AS MATERIALIZED (\n"
             f"    SELECT raw,\n"
             f"           tickets.normalize_label(raw, CAST(:aliases AS jsonb) -> '{c}') AS label\n"
-            f"    FROM (SELECT DISTINCT {_q(c)} AS raw FROM {STAGING}) AS d\n)"
+            f"    FROM (SELECT DISTINCT {_q(c)} AS raw FROM label_values) AS d\n)"
             for c in labels
         ]
         joins = "".join(f"\n    LEFT JOIN label_{c} ON label_{c}.raw = s.{_q(c)}" for c in labels)
@@ -175,7 +198,7 @@ class TableLoader:
             f"latest AS {'MATERIALIZED' if recency_guard else 'NOT MATERIALIZED'} (\n"
             f"    SELECT DISTINCT ON (s.{_q(KEY_COLUMN)})\n           {select_list}\n"
             f"    FROM {STAGING} AS s{joins}\n"
-            f"    WHERE {self._candidate_filter}\n"
+            f"    WHERE {self._candidate_filter(exclude_rejected=exclude_rejected)}\n"
             # The last occurrence of a ticket_id within the file wins.
             f"    ORDER BY s.{_q(KEY_COLUMN)}, s.rec_no DESC\n)"
         )

@@ -68,13 +68,19 @@ def apply_file(
         timings["copy"] = _ms_since(clock)
         reached(Step.STAGED, obj.key)
 
-        counts.read, counts.sentinel_filtered, counts.rejected = db.one(ctx.loader.reject_blank_ids)
+        (
+            counts.read,
+            counts.sentinel_filtered,
+            counts.rejected,
+            counts.alarm_filtered,
+            candidates,
+        ) = db.one(ctx.loader.reject_blank_ids)
         _check_reject_share(db, ctx, obj.key, file_columns, counts)
 
         guarded = planned.export_type in (ExportType.LATE, ExportType.REPLAY)
         try:
             with db.savepoint("typed"):
-                _upsert(db, ctx, source_key, counts, guarded)
+                _upsert(db, ctx, source_key, counts, guarded=guarded, candidates=candidates)
         except DatabaseError as exc:
             if not sqlstate(exc).startswith("22"):
                 raise
@@ -82,8 +88,9 @@ def apply_file(
             db.run(ctx.loader.find_bad_values)
             counts.rejected += db.row_count
             _check_reject_share(db, ctx, obj.key, file_columns, counts)
+            counts.alarm_filtered, candidates = db.one(ctx.loader.candidate_counts)
             try:
-                _upsert(db, ctx, source_key, counts, guarded)
+                _upsert(db, ctx, source_key, counts, guarded=guarded, candidates=candidates)
             except DatabaseError as again:
                 if not sqlstate(again).startswith("22"):
                     raise
@@ -145,10 +152,13 @@ def _copy(
         ) from None
 
 
-def _upsert(db: Database, ctx: ApplyContext, key: str, counts: RowCounts, guarded: bool) -> None:
-    counts.alarm_filtered, candidates = db.one(ctx.loader.candidate_counts)
+def _upsert(
+    db: Database, ctx: ApplyContext, key: str, counts: RowCounts, *, guarded: bool, candidates: int
+) -> None:
     distinct_ids, written = db.one(
-        ctx.loader.upsert(recency_guard=guarded), aliases=ctx.aliases_json, source_key=key
+        ctx.loader.upsert(recency_guard=guarded, exclude_rejected=counts.rejected > 0),
+        aliases=ctx.aliases_json,
+        source_key=key,
     )
     counts.upserted = written
     counts.duplicate_ids = candidates - distinct_ids
