@@ -127,12 +127,14 @@ class _Pipeline:
     """Keeps S3 round trips off the critical path without weakening order or safety.
 
     The archive move of a committed file runs in the background while the next file
-    applies (it is only ever submitted after its commit), and the next file's GET starts
-    while the current small file is copied and committed. Applies stay strictly sequential.
+    applies (it is only ever submitted after its commit), and the GETs of the next few
+    small files start while the current one is copied and committed. Applies stay
+    strictly sequential; a GET only opens the response, the body is read when applied.
     """
 
     PREFETCH_BELOW = 8 * 1024 * 1024  # a large file's COPY is long; don't hold a GET idle
-    WORKERS = 4
+    PREFETCH_DEPTH = 3  # GETs in flight ahead of the file being applied
+    WORKERS = 6
 
     def __init__(
         self, runtime: Runtime, dataset: str, files: tuple[PlannedFile, ...], report: SyncReport
@@ -143,7 +145,7 @@ class _Pipeline:
         self._report = report
         self._pool = ThreadPoolExecutor(self.WORKERS, thread_name_prefix="tickets-s3")
         self._archives: list[Future[None]] = []
-        self._prefetched: tuple[int, Future[Any]] | None = None
+        self._prefetched: dict[int, Future[Any]] = {}
         self._lock = threading.Lock()
 
     def __enter__(self) -> _Pipeline:
@@ -158,15 +160,20 @@ class _Pipeline:
 
     def body(self, index: int) -> Any:
         planned = self._files[index].obj
-        if self._prefetched is not None and self._prefetched[0] == index:
-            body = self._prefetched[1].result()
-            self._prefetched = None
-        else:
-            body = self._bucket.open(planned.key, planned.etag)
-        if index + 1 < len(self._files) and planned.size < self.PREFETCH_BELOW:
-            upcoming = self._files[index + 1].obj
-            future = self._pool.submit(self._bucket.open, upcoming.key, upcoming.etag)
-            self._prefetched = (index + 1, future)
+        prefetched = self._prefetched.pop(index, None)
+        body = (
+            prefetched.result()
+            if prefetched is not None
+            else self._bucket.open(planned.key, planned.etag)
+        )
+        for ahead in range(index + 1, min(index + 1 + self.PREFETCH_DEPTH, len(self._files))):
+            upcoming = self._files[ahead].obj
+            if upcoming.size >= self.PREFETCH_BELOW or planned.size >= self.PREFETCH_BELOW:
+                break
+            if ahead not in self._prefetched:
+                self._prefetched[ahead] = self._pool.submit(
+                    self._bucket.open, upcoming.key, upcoming.etag
+                )
         return body
 
     def archive(self, obj: StreamObject, result: FileResult | None = None) -> None:
@@ -191,14 +198,12 @@ class _Pipeline:
                 raise future.exception()  # type: ignore[misc]
 
     def _discard_prefetch(self) -> None:
-        if self._prefetched is None:
-            return
-        future = self._prefetched[1]
-        self._prefetched = None
-        try:
-            future.result().close()
-        except Exception:  # an unused prefetch may fail in any way; it does not matter
-            log.debug("discarded prefetch failed", exc_info=True)
+        prefetched, self._prefetched = self._prefetched, {}
+        for future in prefetched.values():
+            try:
+                future.result().close()
+            except Exception:  # an unused prefetch may fail in any way; it does not matter
+                log.debug("discarded prefetch failed", exc_info=True)
 
 
 def _log_applied(export_type: ExportType, result: FileResult) -> None:
