@@ -26,6 +26,7 @@ import boto3
 from tickets_devkit.event_path import EventPath, FakeLambdaContext, build_event_path, poll
 from tickets_devkit.generator import TicketStream
 from tickets_devkit.local import BUCKET, LocalStack, environment, local_stack
+from tickets_ingest.dal.db import Database
 from tickets_ingest.handlers import cli as ingest_cli
 from tickets_ingest.settings import parse_database_url
 
@@ -163,30 +164,20 @@ def upload_streams(stack: LocalStack, rows: int, seed: int) -> list[str]:
 
 
 def sample_rows(stack: LocalStack) -> None:
-    import pg8000.native  # noqa: PLC0415 - only the demo needs a raw connection
-
     say("\n$ psql -c 'SELECT ... FROM tickets.incidents ORDER BY updated_at DESC LIMIT 5'")
-    params = parse_database_url(stack.database_url)
-    con = pg8000.native.Connection(
-        user=params.user,
-        password=params.password,
-        host=params.host,
-        port=params.port,
-        database=params.database,
-    )
+    db = Database.connect(stack.database_url, application_name="tickets-devkit demo")
     try:
-        con.run("SET TimeZone = 'Africa/Nairobi'")
-        rows = con.run(
-            "SELECT ticket_id, raw_status, region, cluster, to_char(updated_at, "
-            "'YYYY-MM-DD HH24:MI TZ'), source_key FROM tickets.incidents "
-            "ORDER BY updated_at DESC, ticket_id LIMIT 5"
+        rows = db.run(
+            "SELECT ticket_id, raw_status, region, cluster, "
+            "to_char(updated_at AT TIME ZONE 'Africa/Nairobi', 'YYYY-MM-DD HH24:MI'), "
+            "source_key FROM tickets.incidents ORDER BY updated_at DESC, ticket_id LIMIT 5"
         )
         for r in rows:
-            say(f"  {r[0]}  {r[1]:<12} {r[2]:<12} {r[3]:<14} {r[4]}  {r[5].rsplit('/', 1)[-1]}")
-        total = con.run("SELECT count(*) FROM tickets.incidents")[0][0]
+            say(f"  {r[0]}  {r[1]:<12} {r[2]:<12} {r[3]:<14} {r[4]} EAT  {r[5].rsplit('/', 1)[-1]}")
+        total = db.scalar("SELECT count(*) FROM tickets.incidents")
         say(f"  ({total:,} incidents in all)")
     finally:
-        con.close()
+        db.close()
 
 
 def keep_running(local: LambdaStack) -> None:

@@ -115,7 +115,8 @@ class PollStats:
     responses: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _as_lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+def as_lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+    """An SQS message as it appears in a Lambda event from the event source mapping."""
     return {
         "messageId": message["MessageId"],
         "receiptHandle": message["ReceiptHandle"],
@@ -153,7 +154,7 @@ def poll(
             break
         stats.batches += 1
         stats.delivered += len(received)
-        event = {"Records": [_as_lambda_record(m, path.queue_arn, path.region) for m in received]}
+        event = {"Records": [as_lambda_record(m, path.queue_arn, path.region) for m in received]}
         try:
             response = handler(event, context_factory())
         except Exception:  # the whole invocation failed: every record is retried

@@ -12,6 +12,7 @@ from tests.conftest import Env
 from tests.e2e.conftest import LambdaWorld
 from tests.support.oracle import fold, table_state
 from tests.support.rows import csv_bytes, key, row
+from tickets_devkit.event_path import as_lambda_record
 from tickets_devkit.generator import TicketStream
 from tickets_ingest.core.schema import CSV_COLUMNS, DEFAULT_DROP_FIELDS
 from tickets_ingest.handlers.cli import main as cli
@@ -160,21 +161,7 @@ def test_the_same_event_twice_syncs_once(world: LambdaWorld) -> None:
     message = world.path.sqs.receive_message(
         QueueUrl=world.path.queue_url, AttributeNames=["All"], MaxNumberOfMessages=1
     )["Messages"][0]
-    event = {
-        "Records": [
-            {
-                "messageId": message["MessageId"],
-                "receiptHandle": message["ReceiptHandle"],
-                "body": message["Body"],
-                "attributes": message["Attributes"],
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": world.path.queue_arn,
-                "awsRegion": world.path.region,
-            }
-        ]
-    }
+    event = {"Records": [as_lambda_record(message, world.path.queue_arn, world.path.region)]}
     first = world.invoke(event)
     # Redelivered (a redrive gives it a new messageId): idempotency keys on bucket/key/ETag.
     event["Records"][0]["messageId"] = "another-id"

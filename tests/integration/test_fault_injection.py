@@ -35,7 +35,7 @@ from tests.conftest import Env
 from tests.e2e.conftest import LambdaWorld, world  # noqa: F401 - registers the fixture
 from tests.support import faults
 from tests.support.faults import DATASET, InjectedCrash
-from tickets_devkit.event_path import FakeLambdaContext, poll
+from tickets_devkit.event_path import FakeLambdaContext, as_lambda_record, poll
 from tickets_devkit.generator import StreamFile
 from tickets_ingest import failpoints
 from tickets_ingest.dal import s3 as s3_module
@@ -377,17 +377,8 @@ RACES = ["race-waiting", "race-busy-then-rerun", "race-holder-crashes"]
 def _as_record(
     lambda_world: LambdaWorld, message: dict[str, Any], message_id: str
 ) -> dict[str, Any]:
-    return {
-        "messageId": message_id,
-        "receiptHandle": message["ReceiptHandle"],
-        "body": message["Body"],
-        "attributes": message["Attributes"],
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": lambda_world.path.queue_arn,
-        "awsRegion": lambda_world.path.region,
-    }
+    record = as_lambda_record(message, lambda_world.path.queue_arn, lambda_world.path.region)
+    return {**record, "messageId": message_id}
 
 
 def _receive_all(lambda_world: LambdaWorld, count: int) -> list[dict[str, Any]]:

@@ -19,18 +19,10 @@ from tickets_devkit.generator import (
     csv_lines,
     write_baseline_to,
 )
-from tickets_ingest.core.schema import CSV_COLUMNS, SENTINEL_PREFIX
+from tickets_ingest.core.schema import COLUMN_KINDS, CSV_COLUMNS, SENTINEL_PREFIX, Kind
 
 TS_FORMAT = "%Y-%m-%d %H:%M:%S"
-TIMESTAMP_COLUMNS = (
-    "created_at_service",
-    "scheduled_at",
-    "closed_at",
-    "last_seen_at",
-    "first_seen_at",
-    "created_at",
-    "updated_at",
-)
+TIMESTAMP_COLUMNS = tuple(c for c, k in COLUMN_KINDS.items() if k is Kind.TIMESTAMPTZ)
 CLEAN_STATUSES = {"open", "in_progress", "pending", "resolved", "closed", "cancelled"}
 CLOSED_STATUSES = {"resolved", "closed", "cancelled"}
 
