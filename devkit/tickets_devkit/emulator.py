@@ -77,6 +77,7 @@ def start_aws(region: str = "eu-west-1", *, own_process: bool = False) -> LocalA
     """
     if own_process:
         return _start_in_own_process(region)
+    _honour_copy_source_if_match()
     from moto.server import ThreadedMotoServer  # noqa: PLC0415 (slow import, see module doc)
 
     # werkzeug logs every request at INFO to stderr unless its logger is configured.
@@ -127,3 +128,38 @@ def _start_in_own_process(region: str) -> LocalAws:
     return LocalAws(
         endpoint_url=f"http://127.0.0.1:{port}", region=region, _server=_ServerProcess(process)
     )
+
+
+_PATCHED = False
+
+
+def _honour_copy_source_if_match() -> None:
+    """Make moto refuse a conditional copy whose source changed, as S3 does.
+
+    moto 5.2 ignores ``x-amz-copy-source-if-match``: an archive move would copy whatever is
+    under the key now (a re-upload never applied) and report success, where S3 answers 412
+    PreconditionFailed, which the engine relies on. GetObject's and DeleteObject's If-Match
+    are honoured by moto already. Applies to servers in this process.
+    """
+    global _PATCHED  # noqa: PLW0603 - patch once per process
+    if _PATCHED:
+        return
+    from urllib.parse import unquote, urlparse  # noqa: PLC0415
+
+    from moto.s3.exceptions import PreconditionFailed  # noqa: PLC0415
+    from moto.s3.responses import S3Response  # noqa: PLC0415
+
+    original = S3Response.copy_object
+
+    def copy_object(self: Any) -> Any:
+        wanted = self.headers.get("x-amz-copy-source-if-match")
+        if wanted:
+            source = unquote(urlparse(self.headers["x-amz-copy-source"]).path).lstrip("/")
+            bucket, key = source.split("/", 1)
+            current = self.backend.get_object(bucket, key)
+            if current is not None and current.etag.strip('"') != wanted.strip('"'):
+                raise PreconditionFailed("x-amz-copy-source-If-Match")
+        return original(self)
+
+    S3Response.copy_object = copy_object  # type: ignore[method-assign]
+    _PATCHED = True

@@ -379,3 +379,22 @@ def test_reupload_during_archive_is_never_deleted(env: Env) -> None:
     plan = sync(env.runtime(), "inc").plan
     assert [c.obj.key for c in plan.conflicts] == [key("2026-06-22T15-50-39")]
     assert stored(env)["INC1"]["raw_status"] == "Assigned"
+
+
+def test_reupload_before_archive_copy_is_never_archived_as_applied(env: Env) -> None:
+    """Between commit and the copy to processed/, a new version lands: the conditional copy
+    is refused (as S3 does), nothing unapplied reaches processed/, and it is a conflict."""
+    env.put(key("2026-06-22T15-50-39"), csv_bytes([row("INC1")]))
+    newer = csv_bytes([row("INC1", raw_status="Closed")])
+
+    def reupload(step: failpoints.Step, at: str) -> None:
+        if step is failpoints.Step.COMMITTED and at == key("2026-06-22T15-50-39"):
+            env.put(at, newer)
+
+    with failpoints.on(reupload):
+        report = sync(env.runtime(), "inc")
+    assert report.ok and report.archived == []
+    assert env.list_keys("automations/inc/processed/") == []
+    assert [c.obj.key for c in sync(env.runtime(), "inc").plan.conflicts] == [
+        key("2026-06-22T15-50-39")
+    ]
