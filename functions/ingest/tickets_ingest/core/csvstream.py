@@ -18,6 +18,7 @@ from tickets_ingest.errors import FileRejected
 _BOM = b"\xef\xbb\xbf"
 _MAX_HEADER_BYTES = 64 * 1024
 _END_MARKER = b"\n\\."
+_MAX_HELD_LINE_ENDS = 64 * 1024
 
 
 class Readable(Protocol):
@@ -44,6 +45,9 @@ class CsvBody(io.RawIOBase):
         self._source = source
         self._on_progress = on_progress
         self._pending = b""  # bytes read from the source but not yet handed out
+        self._out = b""  # checked bytes ready for the reader
+        self._held = b""  # line ends at the end of what was read so far
+        self._eof = False
         self._tail = b""  # last bytes handed out, to find a marker split across chunks
         self.bytes_read = 0
         self.header = self._read_header()
@@ -91,17 +95,38 @@ class CsvBody(io.RawIOBase):
 
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         size = len(buffer)
-        if self._pending:
-            data, self._pending = self._pending[:size], self._pending[size:]
-        else:
-            data = self._source.read(size)
-            self.bytes_read += len(data)
-            if self._on_progress is not None:
-                self._on_progress(self.bytes_read)
+        while len(self._out) < size and not self._eof:
+            self._fill(size)
+        data, self._out = self._out[:size], self._out[size:]
         self._check_end_marker(data)
         n = len(data)
         buffer[:n] = data
         return n
+
+    def _fill(self, size: int) -> None:
+        """Move the next piece of the file to ``_out``, holding back line ends at the end of
+        what was read until it is known whether more data follows: blank lines at the very
+        end of a file are an editor's habit, not data, and COPY would refuse them."""
+        if self._pending:
+            piece, self._pending = self._pending[:size], self._pending[size:]
+        else:
+            piece = self._source.read(size)
+            self.bytes_read += len(piece)
+            if self._on_progress is not None:
+                self._on_progress(self.bytes_read)
+        if piece:
+            data = self._held + piece
+            kept = data.rstrip(b"\r\n")
+            self._held = data[len(kept) :]
+            self._out += kept
+            if len(self._held) > _MAX_HELD_LINE_ENDS:  # not trailing noise: pass it on
+                self._out += self._held
+                self._held = b""
+            return
+        self._eof = True
+        if self._held:  # the file's last line end, without the blank lines after it
+            self._out += b"\r\n" if self._held.startswith(b"\r\n") else self._held[:1]
+            self._held = b""
 
     def _check_end_marker(self, data: bytes) -> None:
         window = self._tail + data
