@@ -13,7 +13,6 @@ from tickets_ingest.core.keys import (
     SOURCE_TZ,
     changes_prefix,
     dataset_of_key,
-    dataset_root,
     file_name,
     key_timestamp,
     parse_stream_key,
@@ -36,9 +35,6 @@ moments = st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 
 
 
 class TestPrefixes:
-    def test_dataset_root(self) -> None:
-        assert dataset_root("inc") == "automations/inc/"
-
     def test_changes_prefix(self) -> None:
         assert changes_prefix("crq") == "automations/crq/changes/"
 

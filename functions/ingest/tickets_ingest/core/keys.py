@@ -18,10 +18,6 @@ _STREAM_NAME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}-[0-9]{2}-[0-9]{2
 DATASET_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,30}")
 
 
-def dataset_root(dataset: str) -> str:
-    return f"automations/{dataset}/"
-
-
 def changes_prefix(dataset: str) -> str:
     return f"automations/{dataset}/changes/"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from tickets_ingest.logic.status import DatasetStatus, LedgerEntry
@@ -217,7 +216,3 @@ class ProgressBar:
     def clear(self) -> None:
         self._stream.write("\r" + " " * 79 + "\r")
         self._stream.flush()
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
