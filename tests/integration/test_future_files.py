@@ -122,3 +122,34 @@ def test_lag_is_never_negative_skew_and_a_future_watermark_are_reported(
     assert f"WATERMARK IN THE FUTURE {ahead}" in capsys.readouterr().err
     code, out = cli("status", "--dataset", "inc")
     assert "lag            unknown: WATERMARK IN THE FUTURE" in out
+
+
+def test_the_runbook_repair_of_a_future_watermark(env: Env) -> None:
+    """docs/runbook.md, a future-dated file: take its ledger row out of the watermark."""
+    env.put(key("2026-06-22T10-00-00"), csv_bytes([row("INC1")]))
+    future = key(stamp_in(timedelta(minutes=30)))
+    env.put(future, csv_bytes([row("INC2")]))
+    assert cli("sync", "--dataset", "inc", "--apply")[0] == EXIT_OK  # within the tolerance
+    real = key(stamp_in(timedelta(minutes=-1)))
+    env.put(real, csv_bytes([row("INC3")]))
+    assert cli("sync", "--dataset", "inc", "--apply")[0] == EXIT_OK
+    assert kinds(env)[-1] == (real, "late")  # pinned behind the future watermark
+    env.set(FUTURE_TOLERANCE_SECONDS="60")
+    code, out = cli("status", "--dataset", "inc", "--json")
+    assert code == EXIT_FAILED and json.loads(out)["watermark_in_future"] is True
+
+    env.db().run(
+        "UPDATE tickets.import_meta SET export_type = 'late' "
+        "WHERE dataset = 'inc' AND source_key = :key",
+        key=future,
+    )
+    code, out = cli("status", "--dataset", "inc", "--json")
+    status = json.loads(out)
+    assert code == EXIT_OK
+    assert status["watermark"] == key("2026-06-22T10-00-00")
+    assert status["watermark_in_future"] is False and status["lag_seconds"] > 0
+    newer = key(stamp_in(timedelta(seconds=-5)))
+    env.put(newer, csv_bytes([row("INC4")]))
+    assert cli("sync", "--dataset", "inc", "--apply")[0] == EXIT_OK
+    assert kinds(env)[-1] == (newer, "delta")
+    assert json.loads(cli("status", "--dataset", "inc", "--json")[1])["watermark"] == newer
