@@ -135,11 +135,10 @@ class DatasetStatus:
 def dataset_status(
     runtime: Runtime, dataset: str, now: datetime | None = None, recent: int = 5
 ) -> DatasetStatus:
-    plan = plan_dataset(runtime, dataset)
+    now = now or datetime.now(UTC)
+    plan = plan_dataset(runtime, dataset, now)
     db = runtime.db()
-    age = watermark_age(
-        plan.watermark, now or datetime.now(UTC), runtime.settings.future_tolerance_seconds
-    )
+    age = watermark_age(plan.watermark, now, runtime.settings.future_tolerance_seconds)
     applied, late, last_applied = db.one(statements.LEDGER_TOTALS, dataset=dataset)
     rejected_rows = db.scalar(statements.REJECTED_ROW_COUNT, dataset=dataset)
     return DatasetStatus(

@@ -48,7 +48,7 @@ class SyncOptions:
     on_progress: ProgressCallback | None = None
 
 
-def plan_dataset(runtime: Runtime, dataset: str) -> Plan:
+def plan_dataset(runtime: Runtime, dataset: str, now: datetime | None = None) -> Plan:
     """The plan a sync would follow right now (reads the bucket and the ledger only)."""
     runtime.settings.table_for(dataset)  # refuse datasets that are not enabled
     db = runtime.db()
@@ -60,7 +60,7 @@ def plan_dataset(runtime: Runtime, dataset: str) -> Plan:
         applied,
         ledger.watermark(db, dataset),
         ignored,
-        now=datetime.now(UTC),
+        now=now or datetime.now(UTC),
         future_tolerance_seconds=runtime.settings.future_tolerance_seconds,
     )
 
