@@ -48,6 +48,14 @@ class LambdaSettings:
 
 
 @dataclass(frozen=True)
+class RetrySettings:
+    """The budget for retrying a transient fault (dal/retry.py holds the policy itself)."""
+
+    attempts: int = 5  # RETRY_ATTEMPTS: tries of one S3 request, and of one file
+    max_seconds: float = 60.0  # RETRY_MAX_SECONDS: no new try of a file after this long
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     bucket: str
@@ -61,6 +69,7 @@ class Settings:
     auto_migrate: bool
     database: DatabaseAccess = field(default_factory=DatabaseAccess)
     lambda_: LambdaSettings = field(default_factory=LambdaSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
 
     def table_for(self, dataset: str) -> str:
         if dataset not in self.datasets:
@@ -125,6 +134,19 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r} must be between {low} and {high}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
     if not low <= value <= high:
         raise ConfigError(f"{name}={raw!r} must be between {low} and {high}")
     return value
@@ -223,6 +245,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         aliases_file=aliases,
         lock_wait_seconds=_float(env, "LOCK_WAIT_SECONDS", 0.0, 0.0, 3600.0),
         auto_migrate=_bool(env, "AUTO_MIGRATE", True),
+        retry=RetrySettings(
+            attempts=_int(env, "RETRY_ATTEMPTS", 5, 1, 20),
+            max_seconds=_float(env, "RETRY_MAX_SECONDS", 60.0, 1.0, 900.0),
+        ),
     )
 
 

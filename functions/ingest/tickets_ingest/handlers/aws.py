@@ -30,6 +30,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tickets_ingest.core.events import Ignored, interpret_message
 from tickets_ingest.core.keys import lag_seconds
+from tickets_ingest.dal.retry import counts_since, retry_counts
 from tickets_ingest.errors import IngestError, SyncBusy
 from tickets_ingest.handlers.render import blocked_line, report_json
 from tickets_ingest.logic.runtime import Runtime
@@ -83,7 +84,11 @@ class Invocation:
     def sync(self, dataset: str) -> dict[str, Any]:
         if dataset in self.done:
             return {**self.done[dataset], "already_synced_in_this_invocation": True}
-        report = sync(runtime(), dataset, SyncOptions(may_start_file=self.time_left))
+        before = retry_counts()
+        try:
+            report = sync(runtime(), dataset, SyncOptions(may_start_file=self.time_left))
+        finally:
+            publish_retries(dataset, counts_since(before))
         publish_metrics(report)
         if report.stopped_early:
             continue_later(report)
@@ -208,6 +213,17 @@ def publish_metrics(report: SyncReport) -> None:
     if lag is not None:
         emf.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=round(lag, 1))
     emf.flush_metrics()
+
+
+def publish_retries(dataset: str, retries: dict[str, int]) -> None:
+    """``Retries`` by operation (GET, COPY, DELETE, LIST, HEAD, apply): one small EMF
+    document per operation that was retried, failed syncs included."""
+    for operation, count in retries.items():
+        emf = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+        emf.add_dimension(name="dataset", value=dataset)
+        emf.add_dimension(name="operation", value=operation)
+        emf.add_metric(name="Retries", unit=MetricUnit.Count, value=count)
+        emf.flush_metrics()
 
 
 def continue_later(report: SyncReport) -> None:
