@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import stamina
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ResponseStreamingError
 from stamina.instrumentation import RetryDetails, set_on_retry_hooks
+from urllib3.exceptions import ProtocolError
 
 from tickets_ingest.dal.db import DatabaseError, InterfaceError, error_fields, sqlstate
 from tickets_ingest.errors import TransientFault
@@ -154,8 +155,24 @@ def describe(error: BaseException) -> str:
     if isinstance(error, DatabaseError) and error_fields(error):
         fields = error_fields(error)
         return f"{fields.get('M', 'database error')} (SQLSTATE {fields.get('C', '?')})"
+    inner = _inner(error)
+    if inner is not None:
+        return describe(inner)
     text = str(error)
+    if text.startswith(type(error).__name__):  # IncompleteRead(1618 bytes read, ...)
+        return text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _inner(error: BaseException) -> BaseException | None:
+    """The real cause inside botocore's and urllib3's wrappers of a broken stream."""
+    if isinstance(error, ResponseStreamingError):
+        wrapped = error.kwargs.get("error")
+        return wrapped if isinstance(wrapped, BaseException) else None
+    if isinstance(error, ProtocolError) and len(error.args) > 1:
+        wrapped = error.args[1]
+        return wrapped if isinstance(wrapped, BaseException) else None
+    return None
 
 
 def short_target(key: str) -> str:

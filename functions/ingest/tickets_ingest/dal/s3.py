@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import boto3
 import urllib3.exceptions
@@ -282,8 +283,14 @@ def _instrument(client: Any) -> None:
 
 
 def _note_target(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    """The key a call is about (a copy's source), for the retry log."""
     source = params.get("CopySource")
-    key = source.get("Key") if isinstance(source, dict) else None
+    if isinstance(source, dict):
+        key = source.get("Key")
+    elif isinstance(source, str):  # "bucket/key[?versionId=...]", as botocore rewrote it
+        key = unquote(source.split("?", 1)[0]).split("/", 1)[-1]
+    else:
+        key = None
     context["tickets_target"] = key or params.get("Key") or params.get("Prefix") or ""
 
 
