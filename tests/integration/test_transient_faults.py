@@ -26,11 +26,12 @@ import stamina
 from tests.conftest import Env
 from tests.support import faults
 from tests.support.faults import CHANGES, DATASET
-from tests.support.s3_fault_proxy import Fault, S3FaultProxy
+from tests.support.s3_fault_proxy import Fault, S3FaultProxy, classify
 from tickets_devkit.generator import StreamFile, TicketStream
 from tickets_ingest.core.keys import file_name, processed_key
 from tickets_ingest.dal.retry import counts_since, retry_counts
 from tickets_ingest.errors import TransientFault
+from tickets_ingest.handlers import cli
 from tickets_ingest.logic.sync import SyncOptions, sync
 
 # About one request in eight answered SlowDown, one in twenty-five replies dropped after
@@ -214,3 +215,59 @@ def test_no_retry_starts_that_the_time_budget_cannot_finish(env: Env, no_backoff
     env.set(AWS_ENDPOINT_URL=env.aws.endpoint_url)  # S3 is well again
     faults.sync_until_idle(env.runtime)
     faults.assert_converged(env, files, etags)
+
+
+def test_an_unexpected_error_is_one_line_without_a_traceback(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("something nobody named")
+
+    monkeypatch.setattr(cli, "sync", broken)
+    assert cli.main(["sync", "--dataset", DATASET, "--apply"]) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip() == (
+        "tickets-ingest: unexpected RuntimeError: something nobody named; committed files "
+        "stay committed, the next run continues (--debug shows the traceback)"
+    )
+
+
+def test_the_proxy_decides_from_the_seed_and_the_request_not_the_order(env: Env) -> None:
+    requests = [("GET", "GetObject", f"automations/inc/changes/{i:02d}.csv") for i in range(40)]
+    requests += [("PUT", "CopyObject", key) for _, _, key in requests[:20]]
+
+    def decisions(order: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], str | None]:
+        proxy = S3FaultProxy(env.aws.endpoint_url, FLAKY_S3, seed=SEED)
+        try:
+            return {request: proxy.decide(*request) for request in order}
+        finally:
+            proxy.stop()
+
+    forward = decisions(requests)
+    assert decisions(list(reversed(requests))) == forward
+    assert set(forward.values()) >= {None, "slowdown"}
+    # A cut is only ever chosen for a GET of an object: nothing else has a body to cut.
+    assert all(kind != "cut" for (_, op, _), kind in forward.items() if op != "GetObject")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "headers", "expected"),
+    [
+        ("GET", "/tickets", "list-type=2&prefix=automations%2Finc%2F", {}, "ListObjectsV2"),
+        ("GET", "/tickets/automations/inc/changes/a.csv", "", {}, "GetObject"),
+        ("HEAD", "/tickets/automations/inc/changes/a.csv", "", {}, "HeadObject"),
+        ("PUT", "/tickets/k", "", {"x-amz-copy-source": "tickets/a"}, "CopyObject"),
+        ("PUT", "/tickets/k", "", {}, "PutObject"),
+        ("DELETE", "/tickets/k", "", {}, "DeleteObject"),
+    ],
+)
+def test_the_proxy_tells_the_operations_apart(
+    method: str, path: str, query: str, headers: dict[str, str], expected: str
+) -> None:
+    assert classify(method, path, query, headers)[0] == expected
+
+
+def test_the_proxy_forwards_to_loopback_only() -> None:
+    with pytest.raises(ValueError, match="loopback only"):
+        S3FaultProxy("http://s3.eu-west-1.amazonaws.com:443", FLAKY_S3)
