@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tickets_ingest.core.plan import classify_listing, plan_sync
 from tickets_ingest.dal import ledger, sql
+from tickets_ingest.dal.db import Database
 from tickets_ingest.dal.retry import connection_lost
 from tickets_ingest.dal.s3 import DownloadCut
 from tickets_ingest.errors import FileRejected, ObjectChanged, SyncBusy, TransientFault
@@ -89,15 +90,18 @@ def _apply_in_order(
     options: SyncOptions,
     report: SyncReport,
     pipeline: _Pipeline,
+    rebind: Callable[[Database], None] | None = None,
 ) -> str | None:
     """Apply the plan's files one by one; the watermark after the last one committed.
 
     A file whose try meets a transient fault (its download cut off, the database
     connection lost) is tried again from a fresh GET in a fresh transaction, within the
-    retry policy and the time budget; nothing of a failed try was committed.
+    retry policy and the time budget; nothing of a failed try was committed. ``rebind``
+    holds the dataset lock on a new connection after a reconnect (default: take the
+    session advisory lock again here, and give it back at the end).
     """
     watermark = plan.watermark
-    session = _Session(runtime, ctx.dataset)
+    session = _Session(runtime, ctx.dataset, rebind)
     try:
         for index, planned in enumerate(plan.to_apply):
             obj = planned.obj
@@ -195,9 +199,12 @@ class _Session:
     try whose COMMIT reply was lost did commit it.
     """
 
-    def __init__(self, runtime: Runtime, dataset: str) -> None:
+    def __init__(
+        self, runtime: Runtime, dataset: str, rebind: Callable[[Database], None] | None
+    ) -> None:
         self._runtime = runtime
         self._dataset = dataset
+        self._rebind = rebind
         self._locked_on = runtime.db()  # the connection sync() took the lock on
         self.reconnected = False
 
@@ -208,7 +215,9 @@ class _Session:
         if db is self._locked_on:
             return  # the connection survived (the download broke off before any SQL)
         log.warning("reconnected to the database; taking the lock on %s again", self._dataset)
-        if not db.scalar(sql.TRY_DATASET_LOCK, dataset=self._dataset):
+        if self._rebind is not None:
+            self._rebind(db)
+        elif not db.scalar(sql.TRY_DATASET_LOCK, dataset=self._dataset):
             raise SyncBusy(self._dataset, "a sync that took over while this one reconnected")
         self._locked_on = db
         self.reconnected = True
@@ -230,7 +239,7 @@ class _Session:
     def release(self) -> None:
         """Give back a lock taken again after a reconnect (sync() releases the first one)."""
         db = self._locked_on
-        if self.reconnected and not db.broken:
+        if self.reconnected and self._rebind is None and not db.broken:
             db.scalar(sql.UNLOCK_DATASET, dataset=self._dataset)
 
 
