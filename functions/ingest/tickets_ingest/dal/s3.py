@@ -154,13 +154,15 @@ class Bucket:
 
     def archive(self, dataset: str, key: str, etag: str) -> str:
         """Move an applied object to ``processed/`` (copy, then delete). Returns the new key."""
-        return self._move(key, etag, processed_key(dataset, file_name(key)))
+        kept = "the file is committed and stays in changes/ until a run archives it"
+        return self._move(key, etag, processed_key(dataset, file_name(key)), kept)
 
     def quarantine(self, key: str, etag: str, target: str) -> str:
-        return self._move(key, etag, target)
+        kept = "the file stays in changes/ (maybe copied already); quarantine it again"
+        return self._move(key, etag, target, kept)
 
-    def _move(self, key: str, etag: str, target: str) -> str:
-        kept = "the file is committed and stays in changes/ until a run archives it"
+    def _move(self, key: str, etag: str, target: str, kept: str) -> str:
+        """Copy, then delete; ``kept`` says where things stand if a step fails for good."""
         try:
             # CopySourceIfMatch: archive exactly the version that was applied, never a
             # re-upload that landed since.
