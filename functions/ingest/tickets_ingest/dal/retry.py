@@ -5,9 +5,10 @@ Two layers share one budget (``RETRY_ATTEMPTS``, ``RETRY_MAX_SECONDS``, see sett
 - **one S3 request** (SlowDown, 5xx, throttling, a connection reset or a reply lost on the
   way): botocore's own retries, configured from this policy in ``dal/s3.py``;
 - **one file** (what botocore cannot retry: a download cut off after the headers, a
-  PostgreSQL connection lost before the commit): ``RetryPolicy.run`` tries the whole step
-  again, a fresh GET into a fresh transaction, with exponential backoff and jitter
-  (stamina), never past the attempts, the total time, or the caller's time budget.
+  PostgreSQL connection lost during or between files, a COMMIT whose reply was lost):
+  ``RetryPolicy.run`` tries the whole step again, a fresh GET into a fresh transaction,
+  with exponential backoff and jitter (stamina), never past the attempts, the total time,
+  or the caller's time budget.
 
 Every retry is logged (WARNING: target, operation, attempt, cause) and counted by operation
 (``retry_counts``; the Lambda handler publishes the counts as the ``Retries`` metric).
