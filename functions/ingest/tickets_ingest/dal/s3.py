@@ -78,8 +78,11 @@ class DownloadCut(WrappedFault):
 
 def client_config(policy: RetryPolicy) -> Config:
     """botocore's part of the retry policy: ``policy.attempts`` tries of each request in
-    standard mode (exponential backoff with full jitter, capped at 20 s; a retry quota
-    stops retry storms), bounded connect and read timeouts, TCP keepalive."""
+    standard mode (full-jitter exponential backoff from 1 s after throttling, from 50 ms
+    after a 5xx or a broken connection, capped at 20 s; a retry quota stops retry storms),
+    bounded connect and read timeouts, TCP keepalive. Standard, not adaptive: adaptive's
+    client-side rate limiter would slow every request of the run (the pipeline's threads
+    share the client) after one SlowDown, and AWS recommends it for special cases only."""
     return Config(
         retries={"total_max_attempts": policy.attempts, "mode": "standard"},
         connect_timeout=5,
