@@ -155,7 +155,14 @@ def env(database_url: str, aws_server: LocalAws, monkeypatch: pytest.MonkeyPatch
     aws_server.reset()
     for name, value in aws_server.env().items():
         monkeypatch.setenv(name, value)
-    for name in ("DROP_FIELDS", "DATASET_TABLES", "MAX_REJECTED_SHARE", "LOCK_WAIT_SECONDS"):
+    for name in (
+        "DROP_FIELDS",
+        "DATASET_TABLES",
+        "MAX_REJECTED_SHARE",
+        "LOCK_WAIT_SECONDS",
+        "RETRY_ATTEMPTS",
+        "RETRY_MAX_SECONDS",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("TICKETS_BUCKET", BUCKET)

@@ -9,7 +9,8 @@ import pytest
 from tests.conftest import Env
 from tests.support.rows import csv_bytes, key, row
 from tickets_ingest import failpoints
-from tickets_ingest.errors import ConfigError
+from tickets_ingest.dal.s3 import DownloadCut
+from tickets_ingest.errors import ConfigError, TransientFault
 from tickets_ingest.logic.sync import SyncOptions, sync
 from tickets_ingest.models import ExportType
 
@@ -177,7 +178,8 @@ def test_crash_after_commit_before_archive_only_archives_next_time(env: Env) -> 
 
 
 class _DiesMidway:
-    """An S3 body whose connection drops after ``limit`` bytes."""
+    """An S3 body whose connection drops after ``limit`` bytes, every time (as dal/s3.py
+    reports a download that breaks off)."""
 
     def __init__(self, body: object, limit: int) -> None:
         self._body = body
@@ -185,7 +187,8 @@ class _DiesMidway:
 
     def read(self, size: int = -1) -> bytes:
         if self._left <= 0:
-            raise ConnectionResetError("S3 connection reset mid-body")
+            reset = ConnectionResetError("S3 connection reset mid-body")
+            raise DownloadCut("download broke off") from reset
         data: bytes = self._body.read(min(size, self._left))  # type: ignore[attr-defined]
         self._left -= len(data)
         return data
@@ -197,10 +200,11 @@ class _DiesMidway:
 def test_crash_mid_file_applies_nothing_and_next_run_recovers(env: Env) -> None:
     rows = [row(f"INC{i:05d}") for i in range(3000)]
     env.put(key("2026-06-22T15-50-39"), csv_bytes(rows))
+    env.set(RETRY_ATTEMPTS="2")  # the cut is retried once, then the run gives up
     runtime = env.runtime()
     real_open = runtime.bucket.open
     runtime.bucket.open = lambda k, e: _DiesMidway(real_open(k, e), 100_000)  # type: ignore[method-assign]
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(TransientFault, match=r"GET failed after 2 attempts .*ConnectionReset"):
         sync(runtime, "inc")
     assert stored(env) == {}
     assert ledger(env) == []

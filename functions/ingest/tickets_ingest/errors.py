@@ -55,3 +55,35 @@ class SchemaMismatch(IngestError):
 
 class ObjectChanged(IngestError):
     """An object changed between listing and reading it; the next run re-plans."""
+
+
+class TransientFault(IngestError):
+    """A fault that is usually transient (S3 throttling or 5xx, a reset connection, a cut
+    download, a lost database connection) lasted past the retry budget or the time budget.
+
+    Nothing is lost: what was not committed is tried again by the next run.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        operation: str,
+        *,
+        attempts: int,
+        seconds: float,
+        cause: str,
+        out_of_time: bool = False,
+        outcome: str = "nothing of it was committed",
+    ) -> None:
+        self.target = target
+        self.operation = operation
+        self.attempts = attempts
+        self.seconds = seconds
+        self.cause = cause
+        self.out_of_time = out_of_time
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        budget = "; the run's time budget leaves no room for another" if out_of_time else ""
+        super().__init__(
+            f"{target}: {operation} failed after {tries} over {seconds:.1f} s ({cause}){budget}; "
+            f"{outcome}; the next run retries it"
+        )

@@ -53,6 +53,14 @@ class LambdaSettings:
 
 
 @dataclass(frozen=True)
+class RetrySettings:
+    """The budget for retrying a transient fault (dal/retry.py holds the policy itself)."""
+
+    attempts: int = 5  # RETRY_ATTEMPTS: tries of one S3 request, and of one file
+    max_seconds: float = 60.0  # RETRY_MAX_SECONDS: no new try of a file after this long
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     bucket: str
@@ -68,6 +76,7 @@ class Settings:
     lambda_: LambdaSettings = field(default_factory=LambdaSettings)
     # A stream file dated further than this ahead of now is held, not applied.
     future_tolerance_seconds: float = 3600.0
+    retry: RetrySettings = field(default_factory=RetrySettings)
 
     def table_for(self, dataset: str) -> str:
         if dataset not in self.datasets:
@@ -146,7 +155,12 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
     return value
 
 
-def _int(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _optional_int(env, name, low, high)
+    return default if value is None else value
+
+
+def _optional_int(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return None
@@ -196,7 +210,7 @@ def _source_timezone(env: Mapping[str, str]) -> str:
 
 def _lambda_settings(env: Mapping[str, str]) -> LambdaSettings:
     margin = _float(env, "TIME_BUDGET_MARGIN_SECONDS", 60.0, 0.0, 900.0)
-    timeout = _int(env, "AWS_LAMBDA_FUNCTION_TIMEOUT", 1, 900)
+    timeout = _optional_int(env, "AWS_LAMBDA_FUNCTION_TIMEOUT", 1, 900)
     if timeout is not None and margin >= timeout:
         raise ConfigError(
             f"TIME_BUDGET_MARGIN_SECONDS={margin:g} leaves no time to apply a file in a "
@@ -296,6 +310,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lock_wait_seconds=_float(env, "LOCK_WAIT_SECONDS", 0.0, 0.0, 3600.0),
         auto_migrate=_bool(env, "AUTO_MIGRATE", True),
         future_tolerance_seconds=_float(env, "FUTURE_TOLERANCE_SECONDS", 3600.0, 0.0, 604800.0),
+        retry=RetrySettings(
+            attempts=_int(env, "RETRY_ATTEMPTS", 5, 1, 20),
+            max_seconds=_float(env, "RETRY_MAX_SECONDS", 60.0, 1.0, 900.0),
+        ),
     )
 
 

@@ -1,13 +1,36 @@
-"""The bucket: list a dataset's changes/, stream one object, archive or quarantine it."""
+"""The bucket: list a dataset's changes/, stream one object, archive or quarantine it.
+
+Every call is retried by botocore on SlowDown, 5xx, throttling and broken connections
+(``client_config``: the budget of ``dal/retry.py``); each retry is logged and counted. What
+outlasts those retries becomes ``TransientFault`` naming the key, the operation and the
+cause. A download cut off after the headers is not botocore's to retry: it surfaces as
+``DownloadCut`` while the body is read, and the caller tries the whole file again.
+
+Because a retried request may follow one that did happen (only its reply was lost), the
+archive move accepts the states such a retry finds: a delete that finds the key gone, a
+copy whose source is gone while the target holds the same version.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import http.client
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import boto3
+import urllib3.exceptions
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from tickets_ingest.core.keys import (
     changes_prefix,
@@ -15,21 +38,72 @@ from tickets_ingest.core.keys import (
     processed_key,
     processed_prefix,
 )
-from tickets_ingest.errors import ObjectChanged
+from tickets_ingest.dal.retry import RetryPolicy, WrappedFault, describe, note_retry
+from tickets_ingest.errors import ObjectChanged, TransientFault
 from tickets_ingest.failpoints import Step, reached
 
-_CLIENT_CONFIG = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=10)
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# What the log, the metric and the error messages call each S3 operation.
+OPERATIONS = {
+    "GetObject": "GET",
+    "CopyObject": "COPY",
+    "DeleteObject": "DELETE",
+    "ListObjectsV2": "LIST",
+    "HeadObject": "HEAD",
+    "PutObject": "PUT",
+}
+# Error codes S3 answers for a fault that passes (besides any 5xx status).
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestLimitExceeded",
+    "InternalError",
+    "ServiceUnavailable",
+}
+_READ_ERRORS = (
+    BotoCoreError,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+)
 
 
-def make_client() -> Any:
+class DownloadCut(WrappedFault):
+    """An object's body broke off while it was read (``__cause__`` says how)."""
+
+
+def client_config(policy: RetryPolicy) -> Config:
+    """botocore's part of the retry policy: ``policy.attempts`` tries of each request in
+    standard mode (full-jitter exponential backoff from 1 s after throttling, from 50 ms
+    after a 5xx or a broken connection, capped at 20 s; a retry quota stops retry storms),
+    bounded connect and read timeouts, TCP keepalive. Standard, not adaptive: adaptive's
+    client-side rate limiter would slow every request of the run (the pipeline's threads
+    share the client) after one SlowDown, and AWS recommends it for special cases only."""
+    return Config(
+        retries={"total_max_attempts": policy.attempts, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=30,
+        tcp_keepalive=True,
+    )
+
+
+def make_client(policy: RetryPolicy | None = None) -> Any:
     """A boto3 S3 client; honours AWS_ENDPOINT_URL (local emulation) like every AWS SDK."""
-    return boto3.client("s3", config=_CLIENT_CONFIG)
+    return boto3.client("s3", config=client_config(policy or RetryPolicy()))
 
 
 class Bucket:
-    def __init__(self, name: str, client: Any | None = None) -> None:
+    def __init__(
+        self, name: str, client: Any | None = None, policy: RetryPolicy | None = None
+    ) -> None:
         self.name = name
-        self.client = client if client is not None else make_client()
+        self.policy = policy or RetryPolicy()
+        self.client = client if client is not None else make_client(self.policy)
+        _instrument(self.client)
 
     def list_changes(self, dataset: str) -> Iterator[tuple[str, str, int]]:
         """Every object under ``automations/<dataset>/changes/`` as (key, etag, size)."""
@@ -41,14 +115,24 @@ class Bucket:
 
     def _list(self, prefix: str) -> Iterator[tuple[str, str, int]]:
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.name, Prefix=prefix):
+        pages = iter(paginator.paginate(Bucket=self.name, Prefix=prefix))
+        while True:
+            page = self._call("LIST", prefix, lambda: next(pages, None), "nothing was applied")
+            if page is None:
+                return
             for item in page.get("Contents", []):
                 yield item["Key"], item["ETag"], int(item["Size"])
 
     def open(self, key: str, etag: str) -> Any:
-        """The object's body as a stream, only if it is still the version we planned with."""
+        """The object's body as a stream, only if it is still the version we planned with.
+
+        Reading it raises ``DownloadCut`` if the download breaks off."""
         try:
-            response = self.client.get_object(Bucket=self.name, Key=key, IfMatch=f'"{etag}"')
+            response = self._call(
+                "GET",
+                key,
+                lambda: self.client.get_object(Bucket=self.name, Key=key, IfMatch=f'"{etag}"'),
+            )
         except ClientError as exc:
             if _code(exc) in {"PreconditionFailed", "412", "NoSuchKey"}:
                 raise ObjectChanged(
@@ -56,11 +140,16 @@ class Bucket:
                     "applied and this run stops here; the next run re-plans"
                 ) from None
             raise
-        return response["Body"]
+        return _Body(key, response["Body"])
 
     def head_etag(self, key: str) -> str | None:
         try:
-            response = self.client.head_object(Bucket=self.name, Key=key)
+            response = self._call(
+                "HEAD",
+                key,
+                lambda: self.client.head_object(Bucket=self.name, Key=key),
+                "nothing was changed",
+            )
         except ClientError as exc:
             if _code(exc) in {"404", "NoSuchKey", "NotFound"}:
                 return None
@@ -69,42 +158,172 @@ class Bucket:
 
     def archive(self, dataset: str, key: str, etag: str) -> str:
         """Move an applied object to ``processed/`` (copy, then delete). Returns the new key."""
-        return self._move(key, etag, processed_key(dataset, file_name(key)))
+        kept = "the file is committed and stays in changes/ until a run archives it"
+        return self._move(key, etag, processed_key(dataset, file_name(key)), kept)
 
     def quarantine(self, key: str, etag: str, target: str) -> str:
-        return self._move(key, etag, target)
+        kept = "the file stays in changes/ (maybe copied already); quarantine it again"
+        return self._move(key, etag, target, kept)
 
-    def _move(self, key: str, etag: str, target: str) -> str:
+    def _move(self, key: str, etag: str, target: str, kept: str) -> str:
+        """Copy, then delete; ``kept`` says where things stand if a step fails for good."""
         try:
             # CopySourceIfMatch: archive exactly the version that was applied, never a
             # re-upload that landed since.
-            self.client.copy_object(
-                Bucket=self.name,
-                Key=target,
-                CopySource={"Bucket": self.name, "Key": key},
-                CopySourceIfMatch=f'"{etag}"',
-                MetadataDirective="COPY",
-                # Tags are not carried: copying them would need s3:GetObjectTagging and
-                # s3:PutObjectTagging, which the function does not have.
-                TaggingDirective="REPLACE",
+            self._call(
+                "COPY",
+                key,
+                lambda: self.client.copy_object(
+                    Bucket=self.name,
+                    Key=target,
+                    CopySource={"Bucket": self.name, "Key": key},
+                    CopySourceIfMatch=f'"{etag}"',
+                    MetadataDirective="COPY",
+                    # Tags are not carried: copying them would need s3:GetObjectTagging and
+                    # s3:PutObjectTagging, which the function does not have.
+                    TaggingDirective="REPLACE",
+                ),
+                kept,
             )
         except ClientError as exc:
             if _code(exc) in {"PreconditionFailed", "412"}:
                 raise ObjectChanged(f"{key} was re-uploaded after it was applied") from None
+            if _code(exc) in {"NoSuchKey", "404"} and self.head_etag(target) == etag:
+                # The source is gone and the target holds this very version: an earlier
+                # move did both steps (a retry whose first reply was lost, or another run).
+                log.info("%s is already in %s", key, target)
+                return target
             raise
         reached(Step.COPIED, key)
         try:
             # IfMatch: a version uploaded between the copy and this delete was never
             # applied; it must stay in changes/ (the next run reports it as a conflict).
-            self.client.delete_object(Bucket=self.name, Key=key, IfMatch=f'"{etag}"')
+            self._call(
+                "DELETE",
+                key,
+                lambda: self.client.delete_object(Bucket=self.name, Key=key, IfMatch=f'"{etag}"'),
+                kept,
+            )
         except ClientError as exc:
-            if _code(exc) in {"PreconditionFailed", "412"}:
+            code = _code(exc)
+            if code in {"PreconditionFailed", "412"} and self.head_etag(key) is not None:
                 raise ObjectChanged(f"{key} was re-uploaded while it was being archived") from None
-            if _code(exc) not in {"NoSuchKey", "404"}:  # already gone: what we wanted
+            # Gone already is what we wanted: S3 answers 404 for a conditional delete of a
+            # missing key, as when a retried delete follows one whose reply was lost.
+            if code not in {"NoSuchKey", "404", "PreconditionFailed", "412"}:
                 raise
         reached(Step.DELETED, key)
         return target
 
+    def _call(
+        self,
+        operation: str,
+        target: str,
+        call: Callable[[], T],
+        outcome: str = "nothing of it was committed",
+    ) -> T:
+        """``call()``: botocore retries transient faults; one that outlasts its retries
+        becomes ``TransientFault``. Other errors pass unchanged."""
+        started = time.monotonic()
+        _attempts.value = 1
+        try:
+            return call()
+        except (ClientError, BotoCoreError) as exc:
+            if not _transient(exc):
+                raise
+            raise TransientFault(
+                target.removeprefix("automations/"),
+                operation,
+                attempts=getattr(_attempts, "value", 1),
+                seconds=time.monotonic() - started,
+                cause=describe(exc),
+                outcome=outcome,
+            ) from exc
+
+
+class _Body:
+    """An object's body; a read that breaks off raises ``DownloadCut``."""
+
+    def __init__(self, key: str, stream: Any) -> None:
+        self.key = key
+        self._stream = stream
+        self.bytes_read = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            data: bytes = self._stream.read(size if size >= 0 else None)
+        except _READ_ERRORS as exc:
+            raise DownloadCut(
+                f"download of {self.key} broke off after {self.bytes_read} bytes"
+            ) from exc
+        self.bytes_read += len(data)
+        return data
+
+    def close(self) -> None:
+        self._stream.close()
+
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _transient(exc: ClientError | BotoCoreError) -> bool:
+    """What botocore retries too: a fault that passes, as opposed to a refusal."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return _code(exc) in _TRANSIENT_CODES or status in {500, 502, 503, 504}
+    return isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError)
+
+
+# -- logging and counting botocore's retries ------------------------------------------------
+
+_attempts = threading.local()  # the number of the latest try of this thread's S3 call
+
+
+def _instrument(client: Any) -> None:
+    """Log and count each retry botocore makes, with the key and the previous try's fault."""
+    events = client.meta.events
+    events.register("before-parameter-build.s3", _note_target, unique_id="tickets-target")
+    events.register("needs-retry.s3", _note_fault, unique_id="tickets-fault")
+    events.register("request-created.s3", _note_attempt, unique_id="tickets-attempt")
+
+
+def _note_target(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    """The key a call is about (a copy's source), for the retry log."""
+    source = params.get("CopySource")
+    if isinstance(source, dict):
+        key = source.get("Key")
+    elif isinstance(source, str):  # "bucket/key[?versionId=...]", as botocore rewrote it
+        key = unquote(source.split("?", 1)[0]).split("/", 1)[-1]
+    else:
+        key = None
+    context["tickets_target"] = key or params.get("Key") or params.get("Prefix") or ""
+
+
+def _note_fault(
+    response: Any, caught_exception: Exception | None, request_dict: dict[str, Any], **_: Any
+) -> None:
+    """Remember why a try failed (botocore's own handler decides whether to retry)."""
+    if caught_exception is not None:
+        cause = describe(caught_exception)
+    elif response is not None and response[0].status_code >= 500:
+        error = response[1].get("Error", {})
+        cause = f"{error.get('Code', response[0].status_code)}: {error.get('Message', '')}"
+    else:
+        return
+    request_dict["context"]["tickets_fault"] = cause
+
+
+def _note_attempt(request: Any, operation_name: str, **_: Any) -> None:
+    retries = request.context.get("retries", {})
+    attempt = int(retries.get("attempt", 1))
+    _attempts.value = attempt
+    if attempt > 1:
+        note_retry(
+            OPERATIONS.get(operation_name, operation_name),
+            str(request.context.get("tickets_target", "")),
+            attempt=attempt,
+            attempts=int(retries.get("max", attempt)),
+            cause=str(request.context.get("tickets_fault", "unknown fault")),
+            wait=None,
+        )

@@ -30,6 +30,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tickets_ingest.core.events import Ignored, interpret_message
 from tickets_ingest.core.keys import watermark_age
+from tickets_ingest.dal.retry import counts_since, retry_counts
 from tickets_ingest.errors import ConfigError, IngestError, SyncBusy
 from tickets_ingest.handlers.render import blocked_line, report_json
 from tickets_ingest.logic.runtime import Runtime
@@ -83,7 +84,11 @@ class Invocation:
     def sync(self, dataset: str) -> dict[str, Any]:
         if dataset in self.done:
             return {**self.done[dataset], "already_synced_in_this_invocation": True}
-        report = sync(runtime(), dataset, SyncOptions(may_start_file=self.time_left))
+        before = retry_counts()
+        try:
+            report = sync(runtime(), dataset, SyncOptions(may_start_file=self.time_left))
+        finally:
+            publish_retries(dataset, counts_since(before))
         publish_metrics(report)
         if report.stopped_early:
             left = None if self.context is None else self.context.get_remaining_time_in_millis()
@@ -257,6 +262,17 @@ def deferred_files(report: SyncReport) -> int:
         return 0
     started = {r.key for r in report.applied}
     return sum(1 for p in report.plan.to_apply if p.obj.key not in started)
+
+
+def publish_retries(dataset: str, retries: dict[str, int]) -> None:
+    """``Retries`` by operation (GET, COPY, DELETE, LIST, HEAD, apply): one small EMF
+    document per operation that was retried, failed syncs included."""
+    for operation, count in retries.items():
+        emf = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+        emf.add_dimension(name="dataset", value=dataset)
+        emf.add_dimension(name="operation", value=operation)
+        emf.add_metric(name="Retries", unit=MetricUnit.Count, value=count)
+        emf.flush_metrics()
 
 
 def continue_later(report: SyncReport) -> None:

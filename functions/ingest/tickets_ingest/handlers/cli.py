@@ -184,6 +184,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return _fail(f"AWS: {exc}", EXIT_FAILED, args.debug)
     except KeyboardInterrupt:
         return _fail("interrupted; committed files stay committed, rerun to continue", 130, False)
+    except Exception as exc:  # a bug or a fault nobody named: still one line, no traceback
+        return _fail(
+            f"unexpected {type(exc).__name__}: {exc}; committed files stay committed, the "
+            "next run continues (--debug shows the traceback)",
+            EXIT_FAILED,
+            args.debug,
+        )
 
 
 def _fail(message: str, code: int, debug: bool) -> int:

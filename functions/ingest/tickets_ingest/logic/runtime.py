@@ -16,6 +16,7 @@ from tickets_ingest.dal.credentials import connection_params, forget_cached_secr
 from tickets_ingest.dal.db import Database, DatabaseError, InterfaceError, sqlstate
 from tickets_ingest.dal.loader import TableLoader, aliases_json
 from tickets_ingest.dal.migrate import migrate
+from tickets_ingest.dal.retry import RetryPolicy
 from tickets_ingest.dal.s3 import Bucket
 from tickets_ingest.errors import SchemaMismatch
 from tickets_ingest.logic.apply import ApplyContext
@@ -33,8 +34,12 @@ class Runtime:
     _migrated: bool = False
 
     @cached_property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy.from_settings(self.settings.retry)
+
+    @cached_property
     def bucket(self) -> Bucket:
-        return Bucket(self.settings.bucket)
+        return Bucket(self.settings.bucket, policy=self.retry_policy)
 
     @cached_property
     def _aliases_json(self) -> str:

@@ -14,13 +14,17 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tickets_ingest.core.plan import classify_listing, plan_sync
-from tickets_ingest.dal import ledger
-from tickets_ingest.errors import FileRejected, ObjectChanged
+from tickets_ingest.dal import ledger, sql
+from tickets_ingest.dal.db import Database
+from tickets_ingest.dal.retry import connection_lost
+from tickets_ingest.dal.s3 import DownloadCut
+from tickets_ingest.errors import FileRejected, ObjectChanged, SyncBusy, TransientFault
 from tickets_ingest.failpoints import Step, reached
 from tickets_ingest.logic.apply import ApplyContext, apply_file
 from tickets_ingest.logic.runtime import Runtime
@@ -95,41 +99,157 @@ def _apply_in_order(
     options: SyncOptions,
     report: SyncReport,
     pipeline: _Pipeline,
+    rebind: Callable[[Database], None] | None = None,
 ) -> str | None:
-    """Apply the plan's files one by one; the watermark after the last one committed."""
+    """Apply the plan's files one by one; the watermark after the last one committed.
+
+    A file whose try meets a transient fault (its download cut off, the database
+    connection lost) is tried again from a fresh GET in a fresh transaction, within the
+    retry policy and the time budget; nothing of a failed try was committed. ``rebind``
+    holds the dataset lock on a new connection after a reconnect (default: take the
+    session advisory lock again here, and give it back at the end).
+    """
     watermark = plan.watermark
-    for index, planned in enumerate(plan.to_apply):
-        obj = planned.obj
-        pipeline.raise_if_crashed()
-        if options.may_start_file is not None and not options.may_start_file(obj):
-            report.stopped_early = True
-            log.info("stopping before %s: time budget", obj.key)
-            break
-        after = watermark if planned.export_type is ExportType.LATE else obj.key
-        body = pipeline.body(index)
-        try:
-            reached(Step.BODY_OPENED, obj.key)
-            result = apply_file(
-                runtime.db(),
-                ctx,
-                planned,
-                body,
+    session = _Session(runtime, ctx.dataset, rebind)
+    try:
+        for index, planned in enumerate(plan.to_apply):
+            obj = planned.obj
+            pipeline.raise_if_crashed()
+            if options.may_start_file is not None and not options.may_start_file(obj):
+                report.stopped_early = True
+                log.info("stopping before %s: time budget", obj.key)
+                break
+            after = watermark if planned.export_type is ExportType.LATE else obj.key
+            try_file = partial(
+                _try_file,
+                runtime,
+                session=session,
+                pipeline=pipeline,
+                index=index,
+                ctx=ctx,
+                planned=planned,
                 watermark_after=after,
-                dry_run=options.dry_run,
-                on_progress=_progress_for(obj, options.on_progress),
+                options=options,
             )
-        except FileRejected as rejection:
-            report.rejected = _block(runtime, ctx.dataset, obj, rejection, options.dry_run)
-            break
-        finally:
-            body.close()
-        report.applied.append(result)
-        _log_applied(planned.export_type, result)
+            budget = options.may_start_file
+            try:
+                result = runtime.retry_policy.run(
+                    _failed_step,
+                    obj.key,
+                    try_file,
+                    transient=_passing_fault,
+                    before_retry=session.recover,
+                    may_retry=partial(budget, obj) if budget is not None else None,
+                )
+            except FileRejected as rejection:
+                report.rejected = _block(runtime, ctx.dataset, obj, rejection, options.dry_run)
+                break
+            if result is not None:
+                report.applied.append(result)
+                _log_applied(planned.export_type, result)
+            if not options.dry_run:
+                watermark = after
+                pipeline.archive(obj, result)  # only ever after the commit
+    finally:
+        session.release()
+    return watermark
+
+
+def _try_file(
+    runtime: Runtime,
+    *,
+    session: _Session,
+    pipeline: _Pipeline,
+    index: int,
+    ctx: ApplyContext,
+    planned: PlannedFile,
+    watermark_after: str | None,
+    options: SyncOptions,
+) -> FileResult | None:
+    """One try of one file: GET, apply, commit. None: a try before this one committed it
+    (only the reply to its COMMIT was lost with the connection)."""
+    obj = planned.obj
+    if session.reconnected and session.committed_already(planned):
+        return None
+    body = pipeline.body(index)
+    try:
+        reached(Step.BODY_OPENED, obj.key)
+        result = apply_file(
+            runtime.db(),
+            ctx,
+            planned,
+            body,
+            watermark_after=watermark_after,
+            dry_run=options.dry_run,
+            on_progress=_progress_for(obj, options.on_progress),
+        )
         if not options.dry_run:
             reached(Step.COMMITTED, obj.key)
-            watermark = after
-            pipeline.archive(obj, result)  # only ever after the commit
-    return watermark
+    finally:
+        body.close()
+    return result
+
+
+def _passing_fault(error: BaseException) -> bool:
+    """Faults that a new try of the file may not meet: the file is tried again."""
+    return isinstance(error, DownloadCut) or connection_lost(error)
+
+
+def _failed_step(error: BaseException) -> str:
+    return "GET" if isinstance(error, DownloadCut) else "apply"
+
+
+class _Session:
+    """The sync's database session across reconnects.
+
+    The dataset lock is a session lock: it goes with a lost connection. After
+    reconnecting, the sync takes it again on the new connection (or stops, if another
+    sync took it meanwhile) and asks the ledger, before applying a file again, whether a
+    try whose COMMIT reply was lost did commit it.
+    """
+
+    def __init__(
+        self, runtime: Runtime, dataset: str, rebind: Callable[[Database], None] | None
+    ) -> None:
+        self._runtime = runtime
+        self._dataset = dataset
+        self._rebind = rebind
+        self._locked_on = runtime.db()  # the connection sync() took the lock on
+        self.reconnected = False
+
+    def recover(self, error: BaseException) -> None:
+        if connection_lost(error):
+            self._runtime.close()  # whatever pg8000 says, this connection is done
+        db = self._runtime.db()
+        if db is self._locked_on:
+            return  # the connection survived (the download broke off before any SQL)
+        log.warning("reconnected to the database; taking the lock on %s again", self._dataset)
+        if self._rebind is not None:
+            self._rebind(db)
+        elif not db.scalar(sql.TRY_DATASET_LOCK, dataset=self._dataset):
+            raise SyncBusy(self._dataset, "a sync that took over while this one reconnected")
+        self._locked_on = db
+        self.reconnected = True
+
+    def committed_already(self, planned: PlannedFile) -> bool:
+        """True if the ledger holds ``planned`` with its ETag (it is not applied again)."""
+        key, etag = planned.source_key, planned.obj.etag
+        applied = ledger.applied_etags(self._runtime.db(), self._dataset, [key]).get(key)
+        if applied is None:
+            return False
+        if applied != etag:
+            raise ObjectChanged(
+                f"{key} was applied with ETag {applied} while this sync was reconnecting; "
+                "the next run re-plans"
+            )
+        log.warning("%s was committed before the connection was lost; not applied again", key)
+        return True
+
+    def release(self) -> None:
+        """Give back a lock taken again after a reconnect (sync() releases the first one)."""
+        db = self._locked_on
+        if self.reconnected and self._rebind is None and not db.broken:
+            db.scalar(sql.UNLOCK_DATASET, dataset=self._dataset)
 
 
 class _Pipeline:
@@ -191,7 +311,7 @@ class _Pipeline:
     def _archive(self, obj: StreamObject, result: FileResult | None) -> None:
         try:
             self._bucket.archive(self._dataset, obj.key, obj.etag)
-        except (ClientError, BotoCoreError, ObjectChanged) as exc:
+        except (ClientError, BotoCoreError, ObjectChanged, TransientFault) as exc:
             # Committed already: the next run sees the ledger row and only archives.
             log.warning("could not archive %s yet (%s); the next run will", obj.key, exc)
             return
