@@ -244,11 +244,14 @@ def _database_access(env: Mapping[str, str], database_url: str) -> DatabaseAcces
         )
     ca_bundle = Path(env["DB_CA_BUNDLE"]) if env.get("DB_CA_BUNDLE") else None
     if ca_bundle is not None and not ca_bundle.is_file():
-        raise ConfigError(f"DB_CA_BUNDLE={str(ca_bundle)!r} does not exist")
+        raise ConfigError(
+            f"DB_CA_BUNDLE={str(ca_bundle)!r} does not exist (in Lambda: the package was built "
+            "with RDS_CA_BUNDLE=none; rebuild with the bundle, see docs/deploy.md#build)"
+        )
     if require_tls and ca_bundle is None:
         raise ConfigError(
             "DB_REQUIRE_TLS is on but DB_CA_BUNDLE is not set: point it at the RDS CA bundle "
-            "(tools/sam/build.sh ships it as certs/rds-global-bundle.pem)"
+            "(`sam build` packages it as certs/rds-global-bundle.pem from RDS_CA_BUNDLE)"
         )
     return DatabaseAccess(
         secret_arn=secret_arn,
