@@ -53,7 +53,7 @@ def local_parameters(region: str, **overrides: str) -> dict[str, str]:
     }
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]  # pyyaml has no stubs here
     """SafeLoader plus CloudFormation's short-form intrinsic functions (!Ref, !Sub, ...)."""
 
 

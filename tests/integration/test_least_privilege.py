@@ -56,7 +56,9 @@ def roles(pg_server: PostgresServer) -> Iterator[Roles]:
     # Functions the owner creates are not executable by PUBLIC either.
     in_db = _connect(_url(pg_server, "postgres", database))
     try:
-        in_db.run(f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC")
+        in_db.run(
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC"
+        )
     finally:
         in_db.close()
     yield Roles(_url(pg_server, owner, database), _url(pg_server, runtime, database), runtime)
@@ -160,7 +162,7 @@ def test_runtime_role_runs_every_operator_command_without_ddl(env: Env, roles: R
             "CREATE SCHEMA sneaky",
             "ALTER TABLE tickets.incidents ADD COLUMN sneaky int",
         ):
-            with pytest.raises(DatabaseError, match="permission denied|must be owner"):
+            with pytest.raises(DatabaseError, match=r"permission denied|must be owner"):
                 db.run(ddl)
     finally:
         db.close()

@@ -650,3 +650,108 @@ def test_outputs() -> None:
         "IdempotencyTableName",
         "DashboardUrl",
     } <= set(template()["Outputs"])
+
+
+# ------------------------------------------------------------------ as deployed (rendered)
+
+
+@cache
+def rendered() -> dict[str, Any]:
+    """The CloudFormation SAM's translator makes of template.yaml: what IAM really gets."""
+    from tickets_devkit.event_path import load_template, translate  # noqa: PLC0415
+
+    return translate(load_template(TEMPLATE), "eu-west-1")
+
+
+def _rendered_roles() -> dict[str, dict[str, Any]]:
+    return {
+        name: r["Properties"]
+        for name, r in rendered()["Resources"].items()
+        if r["Type"] == "AWS::IAM::Role"
+    }
+
+
+def test_rendered_roles_attach_no_managed_policy_and_grant_star_only_where_documented() -> None:
+    roles = _rendered_roles()
+    assert set(roles) == {"IngestFunctionRole", "SweepSchedulerRole"}
+    for name, role in roles.items():
+        assert not role.get("ManagedPolicyArns"), f"{name} attaches {role.get('ManagedPolicyArns')}"
+        for policy in role.get("Policies", []):
+            for written in as_list(policy["PolicyDocument"]["Statement"]):
+                # A conditional statement: check its true branch.
+                statement = written["Fn::If"][1] if "Fn::If" in written else written
+                if as_list(statement["Resource"]) == ["*"]:
+                    assert set(actions(statement)) <= set(RESOURCE_STAR_ALLOWED), statement
+
+
+def test_rendered_function_logs_only_to_its_own_log_group() -> None:
+    role = _rendered_roles()["IngestFunctionRole"]
+    logs = [
+        s
+        for p in role["Policies"]
+        for s in as_list(p["PolicyDocument"]["Statement"])
+        if "Action" in s and any(a.startswith("logs:") for a in actions(s))
+    ]
+    assert len(logs) == 1
+    assert sorted(actions(logs[0])) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert logs[0]["Resource"] == {"Fn::GetAtt": ["IngestLogGroup", "Arn"]}
+    function = rendered()["Resources"]["IngestFunction"]["Properties"]
+    assert function["LoggingConfig"] == {"LogGroup": {"Ref": "IngestLogGroup"}}
+    assert function["Role"] == {"Fn::GetAtt": ["IngestFunctionRole", "Arn"]}
+
+
+def test_reserved_concurrency_is_off_by_default() -> None:
+    assert template()["Parameters"]["ReservedConcurrency"]["Default"] == -1
+    assert props(function_name())["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, NO_VALUE]
+    }
+
+
+def test_archive_lifecycle_keeps_replay_possible_by_default() -> None:
+    params = template()["Parameters"]
+    assert params["ProcessedExpirationDays"]["Default"] == 0  # never expires unless asked
+    assert params["QuarantineExpirationDays"]["Default"] == 0
+    assert "GLACIER" not in params["ArchiveStorageClass"]["AllowedValues"]  # all read at once
+    rules = props("TicketsBucket")["LifecycleConfiguration"]["Rules"]
+    prefixes = {
+        r["Fn::If"][1]["Prefix"] for r in rules if "Fn::If" in r and "Prefix" in r["Fn::If"][1]
+    }
+    assert prefixes == {
+        f"automations/{d}/{k}/" for d in DATASETS for k in ("processed", "quarantine")
+    }
+
+
+def test_certificate_verification_is_opted_out_only_by_the_parameter() -> None:
+    env = props(function_name())["Environment"]["Variables"]
+    assert env["DB_CA_BUNDLE"] == {
+        "Fn::If": ["VerifyDbCertificate", "/var/task/certs/rds-global-bundle.pem", ""]
+    }
+    metadata = template()["Resources"][function_name()]["Metadata"]
+    assert metadata["BuildMethod"] == "makefile"  # functions/ingest/Makefile packages the CA
+
+
+def test_cfn_lint_with_the_serverless_rules_is_clean() -> None:
+    from cfnlint.api import ManualArgs, lint_file  # noqa: PLC0415
+
+    matches = lint_file(
+        TEMPLATE,
+        config=ManualArgs(include_checks=["I"], append_rules=["cfn_lint_serverless.rules"]),
+    )
+    assert [str(m) for m in matches] == []
+
+
+# ------------------------------------------------------------------ sam local invoke -n
+
+
+LOCAL_ENV = TEMPLATE.parent / "devkit" / "local-env.json"
+
+
+def test_local_env_file_sets_exactly_the_functions_variables_and_settings_accept_them() -> None:
+    from tickets_ingest.settings import load_settings  # noqa: PLC0415
+
+    variables = json.loads(LOCAL_ENV.read_text())["IngestFunction"]
+    assert set(variables) == set(props(function_name())["Environment"]["Variables"])
+    settings = load_settings({**variables, "AWS_LAMBDA_FUNCTION_NAME": "tickets-ingest-local"})
+    assert settings.bucket == "tickets"  # the bucket the sample events name
+    assert settings.auto_migrate is False
+    assert settings.lambda_.queue_url == variables["QUEUE_URL"]
