@@ -103,6 +103,16 @@ def translate(
     return translated
 
 
+def _translated(path: Path, region: str, code_uri: str) -> dict[str, Any]:
+    """``translate`` of the template file, computed once per process (a fresh copy each call)."""
+    return json.loads(_translated_json(path, _template_text(path), region, code_uri))  # type: ignore[no-any-return]
+
+
+@cache
+def _translated_json(path: Path, text: str, region: str, code_uri: str) -> str:
+    return json.dumps(translate(load_template(path), region, code_uri))
+
+
 def _resolve_find_in_map(node: Any, mappings: Mapping[str, Any], values: Mapping[str, str]) -> Any:
     """moto's gap: it passes Number parameters as integers, so ``!FindInMap`` keyed by one
     (TimeoutSettings by FunctionTimeout) misses its string key. Resolve those lookups here,
@@ -172,7 +182,7 @@ def deploy_stack(
         archive.writestr("app.py", "# the handler runs in-process in the local stack\n")
     s3.put_object(Bucket=artifacts, Key="ingest.zip", Body=package.getvalue())
 
-    template = translate(load_template(template_path), region, f"s3://{artifacts}/ingest.zip")
+    template = _translated(template_path, region, f"s3://{artifacts}/ingest.zip")
     defaults = {
         name: str(spec["Default"])
         for name, spec in template.get("Parameters", {}).items()

@@ -14,6 +14,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
@@ -118,6 +119,14 @@ def test_grants_name_every_object_of_the_schema(env: Env, roles: Roles) -> None:
     assert "GRANT CONNECT, TEMPORARY ON DATABASE" in text
     assert "tickets.input_error(value text, kind text)" in text
     assert f"-- GRANT pg_signal_backend TO {role};" in lines  # optional: a comment
+    # docs/deploy.md shows the same statements (for role tickets_ingest, database tickets).
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    shown = docs.split("```sql\n", 1)[1].split("```", 1)[0].splitlines()
+    database = urlsplit(roles.owner_url).path[1:]
+    assert [
+        line.replace(role, '"tickets_ingest"').replace(f"DATABASE {database} ", "DATABASE tickets ")
+        for line in lines
+    ] == shown, "docs/deploy.md#database-roles is out of date: paste the new output there"
 
 
 def test_runtime_role_runs_every_operator_command_without_ddl(env: Env, roles: Roles) -> None:

@@ -29,7 +29,7 @@ def grant_statements(objects: SchemaObjects, role: str) -> list[str]:
     written = [t for t in objects.tables if t not in READ_ONLY_TABLES]
     read = [t for t in objects.tables if t in READ_ONLY_TABLES]
     lines = [
-        f"-- tickets-ingest runtime role {role}: DML on schema tickets, no DDL.",
+        f"-- The runtime role {role} of tickets-ingest: DML on schema tickets, no DDL.",
         "-- Run as the schema owner after `tickets-ingest migrate` (again after each migrate).",
         "-- TEMPORARY: each file is staged in temporary tables before its upsert.",
         f"GRANT CONNECT, TEMPORARY ON DATABASE {objects.database} TO {role};",
