@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import warnings
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -84,6 +85,10 @@ def start_aws(region: str = "eu-west-1", *, own_process: bool = False, port: int
     werkzeug_log = logging.getLogger("werkzeug")
     if werkzeug_log.level == logging.NOTSET:
         werkzeug_log.setLevel(logging.WARNING)
+    # moto's CloudFormation warns for each resource type it does not emulate (alarms,
+    # schedules, queue policies, ...); the stack deployer lists them once instead.
+    logging.getLogger("moto").addFilter(_NotEmulated())
+    warnings.filterwarnings("ignore", message="Tried to parse .* not supported by moto")
 
     if port:
         with socket.socket() as probe:
@@ -98,6 +103,11 @@ def start_aws(region: str = "eu-west-1", *, own_process: bool = False, port: int
     server.start()  # returns once the socket is bound
     host, port = server.get_host_and_port()
     return LocalAws(endpoint_url=f"http://{host}:{port}", region=region, _server=server)
+
+
+class _NotEmulated(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No Moto CloudFormation support for")
 
 
 class _ServerProcess:

@@ -145,6 +145,7 @@ class EventPath:
     rules: list[str]  # the EventBridge rules' physical names
     batch_size: int  # the event source mapping's
     partial_batch: bool  # ReportBatchItemFailures
+    not_emulated: list[str]  # resource types moto's CloudFormation skips (alarms, ...)
 
     def handler_env(self, endpoint_url: str) -> dict[str, str]:
         """What the function sees in the emulator: the stack's variables, with
@@ -237,6 +238,14 @@ def deploy_stack(
         partial_batch=mapping.get("FunctionResponseTypes") == ["ReportBatchItemFailures"],
         rules=sorted(
             r["PhysicalResourceId"] for r in resources if r["ResourceType"] == "AWS::Events::Rule"
+        ),
+        not_emulated=sorted(
+            {
+                spec["Type"]
+                for name, spec in template["Resources"].items()
+                if "Condition" not in spec
+                and name not in {r["LogicalResourceId"] for r in resources}
+            }
         ),
     )
 
