@@ -755,3 +755,17 @@ def test_local_env_file_sets_exactly_the_functions_variables_and_settings_accept
     assert settings.bucket == "tickets"  # the bucket the sample events name
     assert settings.auto_migrate is False
     assert settings.lambda_.queue_url == variables["QUEUE_URL"]
+
+
+def test_an_empty_aws_endpoint_url_is_unset_for_boto3(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template declares AWS_ENDPOINT_URL="" (for `sam local invoke -n`): in AWS the
+    function's clients must still reach the real endpoints."""
+    import boto3  # noqa: PLC0415
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+    for service in ("s3", "sqs", "secretsmanager", "dynamodb"):
+        client = boto3.session.Session(region_name="eu-west-1").client(
+            service, aws_access_key_id="x", aws_secret_access_key="x"
+        )
+        assert client.meta.endpoint_url.startswith("https://"), service
+        assert "amazonaws.com" in client.meta.endpoint_url, service
