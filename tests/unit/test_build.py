@@ -172,8 +172,8 @@ def test_unsafe_or_lost_sources_are_refused(tmp_path: Path, spec: str, message: 
 def test_opting_out_is_explicit_and_loud(tmp_path: Path) -> None:
     result = package(tmp_path, RDS_CA_BUNDLE="none")
     assert result.returncode == 0
-    assert "WARNING: RDS_CA_BUNDLE=none" in result.stderr
-    assert "DbSslMode=require or disable" in result.stderr
+    assert "WARNING: RDS_CA_BUNDLE=none" in result.stdout
+    assert "DbSslMode=require or disable" in result.stdout
     assert not (tmp_path / PACKAGED).exists()
 
 
