@@ -211,3 +211,23 @@ def test_a_runtime_role_cannot_migrate_and_says_who_must(
     err = capsys.readouterr().err
     assert code == EXIT_FAILED
     assert f"lacks migration(s) {missing}: run `tickets-ingest migrate` as the schema owner" in err
+
+
+def test_temporary_is_needed_files_are_staged_in_temp_tables(env: Env, roles: Roles) -> None:
+    """Why the grants include TEMPORARY: without it no file can be applied."""
+    grant(env, roles)
+    owner = _connect(roles.owner_url)
+    try:
+        database = urlsplit(roles.owner_url).path[1:]
+        owner.run(f'REVOKE TEMPORARY ON DATABASE {database} FROM "{roles.runtime}"')
+    finally:
+        owner.close()
+    env.put(key("2026-06-22T15-50-39"), csv_bytes([row("INC1")]))
+    code, _ = cli(env, roles.runtime_url, "sync", "--dataset", "inc", "--apply")
+    assert code == EXIT_FAILED
+    db = Database.connect(roles.runtime_url)
+    try:
+        with pytest.raises(DatabaseError, match="permission denied to create temporary tables"):
+            db.run("CREATE TEMP TABLE t (x int)")
+    finally:
+        db.close()
