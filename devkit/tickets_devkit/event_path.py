@@ -105,7 +105,10 @@ def translate(
 
 def _translated(path: Path, region: str, code_uri: str) -> dict[str, Any]:
     """``translate`` of the template file, computed once per process (a fresh copy each call)."""
-    return json.loads(_translated_json(path, _template_text(path), region, code_uri))  # type: ignore[no-any-return]
+    translated: dict[str, Any] = json.loads(
+        _translated_json(path, _template_text(path), region, code_uri)
+    )
+    return translated
 
 
 @cache
