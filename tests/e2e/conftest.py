@@ -88,3 +88,11 @@ def store_database_secret(session: Any, database_url: str) -> None:
     session.client("secretsmanager").create_secret(
         Name=SECRET_NAME, SecretString=json.dumps(secret)
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # moto's CloudFormation warns for each resource type it does not emulate (alarms,
+    # schedules, queue and bucket policies); EventPath.not_emulated lists them instead.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:Tried to parse .* not supported by moto:UserWarning"
+    )
