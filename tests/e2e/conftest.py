@@ -21,7 +21,9 @@ from tickets_devkit.event_path import (
     local_parameters,
     poll,
 )
+from tickets_ingest import failpoints
 from tickets_ingest.dal.credentials import forget_cached_secret
+from tickets_ingest.failpoints import Step
 from tickets_ingest.settings import parse_database_url
 
 
@@ -41,6 +43,18 @@ class LambdaWorld:
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
         return self.handler(event, self.context())
+
+    def invoke_with_time_spent(self, event: dict[str, Any], left_ms: int) -> dict[str, Any]:
+        """Start with the full budget (a margin above it is refused at the start); once the
+        dataset is listed only ``left_ms`` remain, as if that time went before any file."""
+        left = {"ms": self.remaining_ms}
+
+        def spend(step: Step, _key: str) -> None:
+            if step is Step.LISTED:
+                left["ms"] = left_ms
+
+        with failpoints.on(spend):
+            return self.handler(event, FakeLambdaContext(remaining_ms=lambda: left["ms"]))
 
     def queue_depth(self, url: str | None = None) -> int:
         attributes = self.path.sqs.get_queue_attributes(

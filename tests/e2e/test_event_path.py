@@ -145,12 +145,10 @@ def test_time_budget_stops_between_files_and_continues_through_the_queue(
     for stream_file in files:
         world.env.put(stream_file.key, stream_file.body)
     world.path.sqs.purge_queue(QueueUrl=world.path.queue_url)
-    # Less time left than the margin: not a single file may start.
-    world.remaining_ms = 30_000
-    result = world.invoke({"dataset": "inc"})
+    # Less time left than the margin once listed: not a single file may start.
+    result = world.invoke_with_time_spent({"dataset": "inc"}, 30_000)
     assert result["ok"] and result["stopped_early"] and result["applied"] == []
     assert world.queue_depth() == 1  # the continuation message
-    world.remaining_ms = 300_000
     stats = world.poll()
     assert stats.delivered == 1 and stats.failed == 0
     assert incidents(world.env) == fold(f.body for f in files)

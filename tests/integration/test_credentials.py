@@ -265,3 +265,11 @@ def test_iam_auth_token_replaces_the_password(env: Env) -> None:
     token = db.params.password
     assert token is not None and token != PASSWORD
     assert "Action=connect" in token and f"DBUser={db.params.user}" in token
+
+
+@pytest.mark.parametrize("port", [0, "0", -1, 65536, True, 1.5e9])
+def test_secret_port_out_of_range_is_a_config_error(env: Env, port: Any) -> None:
+    """Issue 11.9's class: a port 0 became 5432, others reached the socket layer."""
+    use_secret(env, secret_value(env, port=port))
+    with pytest.raises(ConfigError, match="has a port outside 1 to 65535"):
+        connection_params(env.settings())

@@ -332,11 +332,10 @@ def test_lambda_time_budget_and_continuations_converge(
     if scenario == "no-file-fits":
         # Only the continuation will be in the queue, not the upload events.
         lambda_world.path.sqs.purge_queue(QueueUrl=lambda_world.path.queue_url)
-        lambda_world.remaining_ms = 30_000  # below the 60 s margin: not one file may start
-        result = lambda_world.invoke({"dataset": DATASET})
+        # Below the 60 s margin once listed: not one file may start.
+        result = lambda_world.invoke_with_time_spent({"dataset": DATASET}, 30_000)
         assert result["ok"] and result["stopped_early"] and result["applied"] == []
         assert lambda_world.queue_depth() == 1
-        lambda_world.remaining_ms = 300_000
         stats = lambda_world.poll()
         assert stats.delivered == 1 and stats.failed == 0
     elif scenario == "one-file-per-invocation":

@@ -18,10 +18,14 @@ URL = "postgresql://ingest:pw-in-url@db.example.internal:5432/tickets"
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:tickets-db-AbCdEf"
 
 
+# A self-signed CA (openssl req -x509, 100 years), so the bundle check has a real one.
+TEST_CA = Path(__file__).resolve().parents[1] / "data" / "tls" / "test-ca.pem"
+
+
 @pytest.fixture
 def ca_bundle(tmp_path: Path) -> Path:
     path = tmp_path / "rds-global-bundle.pem"
-    path.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    path.write_bytes(TEST_CA.read_bytes())
     return path
 
 
@@ -273,3 +277,54 @@ class TestLambdaSettings:
     @pytest.mark.parametrize("raw", ["a minute", "60s", "1,5"])
     def test_margin_not_a_number(self, raw: str) -> None:
         config_error({"TIME_BUDGET_MARGIN_SECONDS": raw}, "TIME_BUDGET_MARGIN_SECONDS", "number")
+
+
+class TestCaBundleIsLoadable:
+    """DB_CA_BUNDLE must be a PEM file holding a CA certificate, checked with ssl at start."""
+
+    def test_a_real_bundle(self, ca_bundle: Path) -> None:
+        assert load_settings({"DB_CA_BUNDLE": str(ca_bundle)}).database.ca_bundle == ca_bundle
+
+    def test_not_pem(self, tmp_path: Path) -> None:
+        hostname = tmp_path / "hostname"
+        hostname.write_text("ip-10-0-0-1\n")  # what /etc/hostname holds
+        message = config_error({"DB_CA_BUNDLE": str(hostname)}, "DB_CA_BUNDLE", "not a PEM")
+        assert "\n" not in message
+
+    def test_the_machines_hostname_file(self) -> None:
+        hostname = Path("/etc/hostname")
+        if not hostname.is_file():
+            pytest.skip("this machine has no /etc/hostname")
+        config_error({"DB_CA_BUNDLE": str(hostname)}, "DB_CA_BUNDLE", "not a PEM")
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "",
+            "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+        ],
+    )
+    def test_empty_or_broken_pem(self, tmp_path: Path, text: str) -> None:
+        path = tmp_path / "bundle.pem"
+        path.write_text(text)
+        config_error({"DB_CA_BUNDLE": str(path)}, "DB_CA_BUNDLE", str(path))
+
+
+class TestMarginAgainstTheTimeout:
+    def test_timeout_is_read(self) -> None:
+        lambda_ = load_settings({"AWS_LAMBDA_FUNCTION_TIMEOUT": "300"}).lambda_
+        assert lambda_.function_timeout_seconds == 300
+
+    @pytest.mark.parametrize(("margin", "timeout"), [("60", "60"), ("90", "60"), ("900", "900")])
+    def test_margin_at_or_above_the_timeout(self, margin: str, timeout: str) -> None:
+        env = {"TIME_BUDGET_MARGIN_SECONDS": margin, "AWS_LAMBDA_FUNCTION_TIMEOUT": timeout}
+        config_error(env, "TIME_BUDGET_MARGIN_SECONDS", "AWS_LAMBDA_FUNCTION_TIMEOUT")
+
+    def test_margin_below_the_timeout(self) -> None:
+        env = {"TIME_BUDGET_MARGIN_SECONDS": "59.5", "AWS_LAMBDA_FUNCTION_TIMEOUT": "60"}
+        assert load_settings(env).lambda_.time_budget_margin_seconds == 59.5
+
+    @pytest.mark.parametrize("raw", ["0", "901", "-5", "1.5", "five minutes", "nan"])
+    def test_bad_timeout(self, raw: str) -> None:
+        config_error({"AWS_LAMBDA_FUNCTION_TIMEOUT": raw}, "AWS_LAMBDA_FUNCTION_TIMEOUT")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +18,9 @@ from tickets_ingest.core.keys import (
     parse_stream_key,
     processed_key,
     quarantine_key,
+    watermark_age,
 )
+from tickets_ingest.models import WatermarkAge
 
 BASELINE = "automations/inc/changes/2026-06-22T15-50-39.csv"
 
@@ -238,3 +240,38 @@ class TestDatasetOfKey:
         name = "a" * 31
         assert DATASET_PATTERN.fullmatch(name)
         assert dataset_of_key(f"automations/{name}/changes/x.csv") == name
+
+
+class TestWatermarkAge:
+    """Lag is never negative: a watermark ahead of the clock is skew, or a future file."""
+
+    NOW = datetime(2026, 6, 22, 12, 50, 39, tzinfo=UTC)  # 15:50:39 in Nairobi
+
+    def test_behind(self) -> None:
+        age = watermark_age(BASELINE, self.NOW + timedelta(minutes=12), 3600)
+        assert age == WatermarkAge(lag_seconds=720.0, clock_skew_seconds=None, in_future=False)
+
+    def test_exactly_now(self) -> None:
+        assert watermark_age(BASELINE, self.NOW, 0) == WatermarkAge(0.0, None, False)
+
+    def test_ahead_within_the_tolerance_is_clock_skew(self) -> None:
+        age = watermark_age(BASELINE, self.NOW - timedelta(minutes=5), 3600)
+        assert age == WatermarkAge(lag_seconds=0.0, clock_skew_seconds=300.0, in_future=False)
+
+    def test_ahead_beyond_the_tolerance_is_a_future_watermark(self) -> None:
+        future = "automations/inc/changes/2099-06-22T11-00-00.csv"
+        age = watermark_age(future, self.NOW, 3600)
+        assert age.lag_seconds is None and age.in_future
+        assert age.clock_skew_seconds is not None and age.clock_skew_seconds > 2e9
+
+    def test_no_watermark(self) -> None:
+        assert watermark_age(None, self.NOW, 3600) == WatermarkAge(None, None, False)
+        assert watermark_age("automations/inc/changes/x.csv", self.NOW, 3600).lag_seconds is None
+
+    @settings(max_examples=50, deadline=None, database=None)
+    @given(st.integers(-(10**9), 10**9), st.integers(0, 604800))
+    def test_never_negative(self, offset: int, tolerance: int) -> None:
+        age = watermark_age(BASELINE, self.NOW + timedelta(seconds=offset), tolerance)
+        assert age.lag_seconds is None or age.lag_seconds >= 0
+        assert age.clock_skew_seconds is None or age.clock_skew_seconds > 0
+        assert age.in_future == (age.lag_seconds is None)

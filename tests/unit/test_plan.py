@@ -8,8 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickets_ingest.core.keys import SOURCE_TZ, changes_prefix, parse_stream_key
-from tickets_ingest.core.plan import classify_listing, normalize_etag, plan_sync
+from tickets_ingest.core.keys import SOURCE_TZ, changes_prefix, parse_stream_key, processed_key
+from tickets_ingest.core.plan import (
+    classify_listing,
+    normalize_etag,
+    plan_missing,
+    plan_replay,
+    plan_sync,
+)
 from tickets_ingest.models import Conflict, ExportType, Plan, PlannedFile, StreamObject
 
 START = datetime(2026, 6, 22, 15, 50, 39)
@@ -273,3 +279,119 @@ def test_plan_invariants(scenario: tuple[list[StreamObject], dict[str, str], str
 
     # The input order does not matter.
     assert plan_sync("inc", list(reversed(files)), applied, watermark) == plan
+
+
+# --- future-dated files (held) ------------------------------------------------------------
+
+NOW = (START + timedelta(minutes=100)).replace(tzinfo=SOURCE_TZ)
+
+
+class TestHeld:
+    def test_a_file_beyond_the_tolerance_is_held_and_blocks_nothing(self) -> None:
+        future = changes_prefix("inc") + "2099-06-22T11-00-00.csv"
+        files = [obj(key(0)), obj(future), obj(key(50)), obj(key(99))]
+        plan = plan_sync("inc", files, {}, None, now=NOW, future_tolerance_seconds=3600)
+        assert [h.obj.key for h in plan.held] == [future]
+        assert "FUTURE_TOLERANCE_SECONDS" in plan.held[0].reason
+        assert "2099-06-22 11:00:00 EAT" in plan.held[0].reason
+        # Files after it (by name) are not blocked by it: plain deltas, not late.
+        assert keys_of(plan.to_apply) == [key(0), key(50), key(99)]
+        assert types_of(plan.to_apply) == [ExportType.BASELINE, ExportType.DELTA, ExportType.DELTA]
+
+    def test_within_the_tolerance_applies(self) -> None:
+        files = [obj(key(100 + 60))]  # one hour ahead: clock skew, not a wrong date
+        plan = plan_sync("inc", files, {}, key(0), now=NOW, future_tolerance_seconds=3600)
+        assert plan.held == ()
+        assert keys_of(plan.pending) == [key(160)]
+
+    def test_just_beyond_the_tolerance_is_held(self) -> None:
+        files = [obj(key(100 + 60).replace("-39.csv", "-40.csv"))]
+        plan = plan_sync("inc", files, {}, key(0), now=NOW, future_tolerance_seconds=3600)
+        assert len(plan.held) == 1 and plan.to_apply == ()
+
+    def test_it_becomes_pending_when_its_time_comes(self) -> None:
+        files = [obj(key(200))]
+        early = plan_sync("inc", files, {}, key(0), now=NOW, future_tolerance_seconds=0)
+        assert len(early.held) == 1
+        later = NOW + timedelta(minutes=100)
+        plan = plan_sync("inc", files, {}, key(0), now=later, future_tolerance_seconds=0)
+        assert plan.held == () and keys_of(plan.pending) == [key(200)]
+
+    def test_does_not_take_the_baseline(self) -> None:
+        files = [obj(key(500)), obj(key(1))]
+        plan = plan_sync("inc", files, {}, None, now=NOW, future_tolerance_seconds=60)
+        assert types_of(plan.to_apply) == [ExportType.BASELINE]
+        assert keys_of(plan.to_apply) == [key(1)]
+
+    def test_an_applied_future_file_is_archived_or_a_conflict_not_held(self) -> None:
+        # Applied before holding existed: the ledger decides, as for any applied file.
+        files = [obj(key(500), "a"), obj(key(600), "new")]
+        applied = {key(500): "a", key(600): "old"}
+        plan = plan_sync("inc", files, applied, key(600), now=NOW, future_tolerance_seconds=60)
+        assert plan.held == ()
+        assert [o.key for o in plan.to_archive] == [key(500)]
+        assert [c.obj.key for c in plan.conflicts] == [key(600)]
+
+    def test_late_and_future_at_once_is_held(self) -> None:
+        # A watermark pinned in the future makes a future file "late"; it is still held.
+        files = [obj(key(300))]
+        plan = plan_sync("inc", files, {}, key(900), now=NOW, future_tolerance_seconds=60)
+        assert len(plan.held) == 1 and plan.to_apply == ()
+
+    def test_without_now_nothing_is_held(self) -> None:
+        plan = plan_sync("inc", [obj(changes_prefix("inc") + "2099-06-22T11-00-00.csv")], {}, None)
+        assert plan.held == () and len(plan.to_apply) == 1
+
+
+# --- replay --missing ---------------------------------------------------------------------
+
+
+def archived(minutes: int, etag: str = "e") -> tuple[str, str, int]:
+    return (processed_key("inc", key(minutes).rsplit("/", 1)[-1]), f'"{etag}"', 10)
+
+
+class TestPlanMissing:
+    def test_exactly_the_archived_files_the_ledger_lacks_in_order(self) -> None:
+        listing = [archived(130), archived(0), archived(120), archived(110), archived(100)]
+        # The restored ledger knows 10-00 and 12-00 (here 0 and 120); the late 11-00 (110)
+        # and 13-00 (130) were applied after the backup.
+        known = {key(0), key(100), key(120)}
+        planned = plan_missing("inc", listing, known)
+        assert [p.source_key for p in planned] == [key(110), key(130)]
+        assert [p.obj.key for p in planned] == [
+            processed_key("inc", key(110).rsplit("/", 1)[-1]),
+            processed_key("inc", key(130).rsplit("/", 1)[-1]),
+        ]
+        assert {p.export_type for p in planned} == {ExportType.REPLAY}
+        assert planned[0].obj.etag == "e"
+
+    def test_nothing_missing(self) -> None:
+        assert plan_missing("inc", [archived(0)], {key(0)}) == ()
+        assert plan_missing("inc", [], set()) == ()
+
+    def test_ignores_what_is_not_an_archived_stream_file(self) -> None:
+        listing = [
+            ("automations/inc/processed/notes.txt", "x", 1),
+            ("automations/inc/changes/2026-06-22T15-50-39.csv", "x", 1),
+            ("automations/crq/processed/2026-06-22T15-50-39.csv", "x", 1),
+        ]
+        assert plan_missing("inc", listing, set()) == ()
+
+    def test_replay_from_a_name_would_miss_the_late_file(self) -> None:
+        listing = [archived(0), archived(110), archived(120), archived(130)]
+        by_name = plan_replay("inc", listing, key(130).rsplit("/", 1)[-1])
+        assert [p.source_key for p in by_name] == [key(130)]
+        missing = plan_missing("inc", listing, {key(0), key(120)})
+        assert [p.source_key for p in missing] == [key(110), key(130)]
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    st.lists(st.integers(0, 500), unique=True, max_size=20),
+    st.lists(st.integers(0, 500), unique=True, max_size=20),
+)
+def test_missing_is_archived_minus_known(archived_at: list[int], known_at: list[int]) -> None:
+    planned = plan_missing("inc", [archived(m) for m in archived_at], {key(m) for m in known_at})
+    assert [p.source_key for p in planned] == sorted(
+        key(m) for m in set(archived_at) - set(known_at)
+    )

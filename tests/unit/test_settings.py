@@ -378,3 +378,83 @@ class TestParseDatabaseUrl:
         params = parse_database_url("postgresql://u:s3cret@h:5433/db?sslmode=require")
         assert params.describe() == "u@h:5433/db (sslmode=require)"
         assert "s3cret" not in params.describe()
+
+
+# --- issue 11, point 9: every bad value is one ConfigError naming its variable -----------
+
+
+class TestZoneNames:
+    """Only IANA region zones: the aliases in a zoneinfo directory look valid but are not."""
+
+    @pytest.mark.parametrize(
+        "zone",
+        ["Africa/Nairobi", "UTC", "Etc/UTC", "Etc/GMT-3", "America/Argentina/Buenos_Aires"],
+    )
+    def test_region_zones(self, zone: str) -> None:
+        assert load_settings({"SOURCE_TIMEZONE": zone}).source_timezone == zone
+
+    @pytest.mark.parametrize(
+        "zone",
+        [
+            "posixrules",  # a copy of America/New_York
+            "localtime",  # whatever this machine is set to
+            "Factory",
+            "posix/Africa/Nairobi",
+            "right/UTC",
+            "EST5EDT",
+            "Africa/../Africa/Nairobi",
+        ],
+    )
+    def test_aliases_and_artefacts_are_refused(self, zone: str) -> None:
+        error = config_error({"SOURCE_TIMEZONE": zone}, "SOURCE_TIMEZONE")
+        assert repr(zone) in str(error) and "Africa/Nairobi" in str(error)
+
+
+class TestNonFiniteAndOutOfRange:
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "MAX_REJECTED_SHARE",
+            "LOCK_WAIT_SECONDS",
+            "TIME_BUDGET_MARGIN_SECONDS",
+            "FUTURE_TOLERANCE_SECONDS",
+        ],
+    )
+    @pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "Infinity", "-1", "1e308"])
+    def test_refused(self, name: str, raw: str) -> None:
+        error = config_error({name: raw}, name)
+        assert "must be between" in str(error)
+        assert "\n" not in str(error)
+
+    def test_future_tolerance(self) -> None:
+        assert load_settings({}).future_tolerance_seconds == 3600.0
+        assert load_settings({"FUTURE_TOLERANCE_SECONDS": "0"}).future_tolerance_seconds == 0.0
+        week = load_settings({"FUTURE_TOLERANCE_SECONDS": "604800"})
+        assert week.future_tolerance_seconds == 604800.0
+        config_error({"FUTURE_TOLERANCE_SECONDS": "604801"}, "FUTURE_TOLERANCE_SECONDS")
+        config_error({"FUTURE_TOLERANCE_SECONDS": "an hour"}, "FUTURE_TOLERANCE_SECONDS")
+
+
+class TestDatabaseUrlShape:
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "postgresql://u:s3cret@[::1/tickets",  # ValueError from urlsplit today
+            "postgresql://u:s3cret@[db.example]/tickets",  # brackets around a name
+        ],
+    )
+    def test_unparseable(self, url: str) -> None:
+        error = config_error({"DATABASE_URL": url}, "DATABASE_URL")
+        assert "not a valid URL" in str(error) and "s3cret" not in str(error)
+
+    @pytest.mark.parametrize("port", ["0", "65536", "99999"])
+    def test_port_out_of_range(self, port: str) -> None:
+        url = f"postgresql://u:s3cret@db.example:{port}/tickets"
+        error = config_error({"DATABASE_URL": url}, "DATABASE_URL")
+        assert "invalid port" in str(error) and "1 to 65535" in str(error)
+        assert "5432" not in str(error) and "s3cret" not in str(error)
+
+    @pytest.mark.parametrize("port", ["1", "65535"])
+    def test_port_bounds(self, port: str) -> None:
+        url = f"postgresql://u@db.example:{port}/tickets"
+        assert parse_database_url(url).port == int(port)

@@ -53,6 +53,16 @@ class Conflict:
 
 
 @dataclass(frozen=True)
+class HeldFile:
+    """A stream file dated beyond now + FUTURE_TOLERANCE_SECONDS: not applied (it would pin
+    the watermark in the future), and not in the way of the files after it. It becomes
+    pending once its time comes, unless an operator quarantines it."""
+
+    obj: StreamObject
+    reason: str
+
+
+@dataclass(frozen=True)
 class Plan:
     """What a sync of one dataset would do, in order. Built by ``core.plan.plan_sync``."""
 
@@ -62,6 +72,7 @@ class Plan:
     to_archive: tuple[StreamObject, ...]  # applied (same ETag) but still in changes/
     conflicts: tuple[Conflict, ...]
     ignored: tuple[str, ...]  # keys under changes/ that are not stream files
+    held: tuple[HeldFile, ...] = ()  # dated too far ahead of now: not applied yet
 
     @property
     def pending(self) -> tuple[PlannedFile, ...]:
@@ -121,3 +132,12 @@ class SyncReport:
     @property
     def ok(self) -> bool:
         return self.rejected is None
+
+
+@dataclass(frozen=True)
+class WatermarkAge:
+    """How far behind the table is, from the watermark's name and a clock. Never negative."""
+
+    lag_seconds: float | None  # now minus the watermark's time; None: no watermark, or in_future
+    clock_skew_seconds: float | None  # the watermark's time is this far ahead of now (else None)
+    in_future: bool = False  # ahead by more than the tolerance: a future-dated file was applied

@@ -5,8 +5,10 @@ Defaults work for a local run; a bad value fails fast with the variable's name.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,9 @@ class LambdaSettings:
     dlq_url: str | None = None  # its dead-letter queue, for `tickets-ingest redrive`
     idempotency_table: str | None = None
     time_budget_margin_seconds: float = 60.0
+    # The function's timeout when the environment says it (AWS_LAMBDA_FUNCTION_TIMEOUT, as
+    # SAM local sets it); otherwise the handler checks the margin on its first invocation.
+    function_timeout_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ class Settings:
     auto_migrate: bool
     database: DatabaseAccess = field(default_factory=DatabaseAccess)
     lambda_: LambdaSettings = field(default_factory=LambdaSettings)
+    # A stream file dated further than this ahead of now is held, not applied.
+    future_tolerance_seconds: float = 3600.0
 
     def table_for(self, dataset: str) -> str:
         if dataset not in self.datasets:
@@ -92,19 +99,28 @@ _SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 
 
 def parse_database_url(url: str) -> ConnectionParams:
-    parts = urlsplit(url)
     if not url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("DATABASE_URL must start with postgresql://")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 address
+        # Never the URL itself: it may hold the password.
+        raise ConfigError(f"DATABASE_URL is not a valid URL ({exc})") from None
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError("DATABASE_URL has an invalid port (use 1 to 65535)") from None
+    if port is None:
+        port = 5432
+    elif not 1 <= port <= 65535:
+        raise ConfigError(f"DATABASE_URL has an invalid port {port} (use 1 to 65535)")
     query = parse_qs(parts.query)
     sslmode = query.get("sslmode", ["prefer"])[0]
     if sslmode not in _SSLMODES:
         raise ConfigError(f"DATABASE_URL sslmode={sslmode!r} is not one of {sorted(_SSLMODES)}")
-    try:
-        port = parts.port or 5432
-    except ValueError:
-        raise ConfigError("DATABASE_URL has an invalid port") from None
     return ConnectionParams(
-        host=parts.hostname or "127.0.0.1",
+        host=host or "127.0.0.1",
         port=port,
         user=unquote(parts.username or "postgres"),
         password=unquote(parts.password) if parts.password is not None else None,
@@ -125,9 +141,74 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or not low <= value <= high:  # nan compares false: say so
+        raise ConfigError(f"{name}={raw!r} must be between {low} and {high}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
     if not low <= value <= high:
         raise ConfigError(f"{name}={raw!r} must be between {low} and {high}")
     return value
+
+
+# IANA's geographic areas, plus Etc (fixed offsets and UTC). Everything else in a zoneinfo
+# directory is an alias or an artefact: posixrules (a copy of America/New_York),
+# localtime (whatever the machine is set to), Factory, posix/ and right/ (leap seconds).
+_ZONE_AREAS = (
+    "Africa",
+    "America",
+    "Antarctica",
+    "Arctic",
+    "Asia",
+    "Atlantic",
+    "Australia",
+    "Etc",
+    "Europe",
+    "Indian",
+    "Pacific",
+)
+_ZONE_NAME = re.compile(rf"UTC|(?:{'|'.join(_ZONE_AREAS)})(?:/[A-Za-z0-9_+-]+){{1,2}}")
+
+
+def _source_timezone(env: Mapping[str, str]) -> str:
+    timezone = env.get("SOURCE_TIMEZONE", "Africa/Nairobi")
+    known = bool(_ZONE_NAME.fullmatch(timezone))
+    if known:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            known = False
+    if not known:
+        raise ConfigError(
+            f"SOURCE_TIMEZONE={timezone!r} is not a known time zone: use an IANA region "
+            "zone such as Africa/Nairobi, Etc/UTC or UTC"
+        )
+    return timezone
+
+
+def _lambda_settings(env: Mapping[str, str]) -> LambdaSettings:
+    margin = _float(env, "TIME_BUDGET_MARGIN_SECONDS", 60.0, 0.0, 900.0)
+    timeout = _int(env, "AWS_LAMBDA_FUNCTION_TIMEOUT", 1, 900)
+    if timeout is not None and margin >= timeout:
+        raise ConfigError(
+            f"TIME_BUDGET_MARGIN_SECONDS={margin:g} leaves no time to apply a file in a "
+            f"function that runs {timeout} s (AWS_LAMBDA_FUNCTION_TIMEOUT): make it smaller"
+        )
+    return LambdaSettings(
+        queue_url=env.get("QUEUE_URL") or None,
+        dlq_url=env.get("DLQ_URL") or None,
+        idempotency_table=env.get("IDEMPOTENCY_TABLE") or None,
+        time_budget_margin_seconds=margin,
+        function_timeout_seconds=timeout,
+    )
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -184,11 +265,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if {KEY_COLUMN, RECENCY_COLUMN} & set(drop_fields):
         raise ConfigError(f"DROP_FIELDS cannot drop {KEY_COLUMN} or {RECENCY_COLUMN}")
 
-    timezone = env.get("SOURCE_TIMEZONE", "Africa/Nairobi")
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"SOURCE_TIMEZONE={timezone!r} is not a known time zone") from None
+    timezone = _source_timezone(env)
 
     aliases = Path(env.get("ALIASES_FILE") or DEFAULT_ALIASES)
     if not aliases.is_file():
@@ -207,12 +284,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     return Settings(
         database=_database_access(env, database_url),
-        lambda_=LambdaSettings(
-            queue_url=env.get("QUEUE_URL") or None,
-            dlq_url=env.get("DLQ_URL") or None,
-            idempotency_table=env.get("IDEMPOTENCY_TABLE") or None,
-            time_budget_margin_seconds=_float(env, "TIME_BUDGET_MARGIN_SECONDS", 60.0, 0.0, 900.0),
-        ),
+        lambda_=_lambda_settings(env),
         database_url=database_url,
         bucket=bucket,
         datasets=datasets,
@@ -223,6 +295,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         aliases_file=aliases,
         lock_wait_seconds=_float(env, "LOCK_WAIT_SECONDS", 0.0, 0.0, 3600.0),
         auto_migrate=_bool(env, "AUTO_MIGRATE", True),
+        future_tolerance_seconds=_float(env, "FUTURE_TOLERANCE_SECONDS", 3600.0, 0.0, 604800.0),
     )
 
 
@@ -243,11 +316,8 @@ def _database_access(env: Mapping[str, str], database_url: str) -> DatabaseAcces
             "connection is never made without a verified certificate in AWS"
         )
     ca_bundle = Path(env["DB_CA_BUNDLE"]) if env.get("DB_CA_BUNDLE") else None
-    if ca_bundle is not None and not ca_bundle.is_file():
-        raise ConfigError(
-            f"DB_CA_BUNDLE={str(ca_bundle)!r} does not exist (in Lambda: the package was built "
-            "with RDS_CA_BUNDLE=none; rebuild with the bundle, see docs/deploy.md#build)"
-        )
+    if ca_bundle is not None:
+        _check_ca_bundle(ca_bundle)
     if require_tls and ca_bundle is None:
         raise ConfigError(
             "DB_REQUIRE_TLS is on but DB_CA_BUNDLE is not set: point it at the RDS CA bundle "
@@ -260,3 +330,21 @@ def _database_access(env: Mapping[str, str], database_url: str) -> DatabaseAcces
         iam_auth=_bool(env, "DB_IAM_AUTH", False),
         require_tls=require_tls,
     )
+
+
+def _check_ca_bundle(path: Path) -> None:
+    """The bundle must load as PEM and hold at least one CA certificate: found out here, in
+    one line, rather than as an ssl.SSLError traceback at the first connection."""
+    if not path.is_file():
+        raise ConfigError(
+            f"DB_CA_BUNDLE={str(path)!r} does not exist (in Lambda: the package was built "
+            "with RDS_CA_BUNDLE=none; rebuild with the bundle, see docs/deploy.md#build)"
+        )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc.__class__.__name__
+        raise ConfigError(f"DB_CA_BUNDLE={str(path)!r} is not a PEM CA bundle ({reason})") from None
+    if not context.cert_store_stats().get("x509_ca"):
+        raise ConfigError(f"DB_CA_BUNDLE={str(path)!r} holds no CA certificate")

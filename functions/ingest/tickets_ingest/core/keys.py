@@ -11,6 +11,8 @@ import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from tickets_ingest.models import WatermarkAge
+
 SOURCE_TZ = ZoneInfo("Africa/Nairobi")
 _STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S"
 # [0-9], not \d: \d matches any Unicode digit, and strptime accepts those too.
@@ -85,8 +87,26 @@ def dataset_of_key(key: str) -> str | None:
 
 
 def lag_seconds(watermark: str | None, now: datetime | None = None) -> float | None:
-    """How far the table is behind: now minus the time in the watermark's name."""
+    """How far the table is behind: now minus the time in the watermark's name.
+
+    Negative when the watermark is ahead of ``now``; ``watermark_age`` says what that means.
+    """
     stamp = key_timestamp(watermark) if watermark else None
     if stamp is None:
         return None
     return ((now or datetime.now(UTC)) - stamp).total_seconds()
+
+
+def watermark_age(watermark: str | None, now: datetime, tolerance_seconds: float) -> WatermarkAge:
+    """The lag, never negative. A watermark ahead of ``now`` is clock skew (lag 0) while within
+    ``tolerance_seconds``; beyond it, a future-dated file was applied and the lag is unknown
+    (None: no LagSeconds datapoint, which the lag alarm treats as breaching)."""
+    lag = lag_seconds(watermark, now)
+    if lag is None:
+        return WatermarkAge(lag_seconds=None, clock_skew_seconds=None)
+    if lag >= 0:
+        return WatermarkAge(lag_seconds=lag, clock_skew_seconds=None)
+    ahead = -lag
+    if ahead <= tolerance_seconds:
+        return WatermarkAge(lag_seconds=0.0, clock_skew_seconds=ahead)
+    return WatermarkAge(lag_seconds=None, clock_skew_seconds=ahead, in_future=True)

@@ -44,10 +44,14 @@ def _from_secret(arn: str, sslmode: str) -> ConnectionParams:
     missing = [name for name in _SECRET_FIELDS if not secret.get(name)]
     if missing:
         raise ConfigError(f"secret {arn} lacks {', '.join(missing)}")
+    raw_port = secret.get("port")
     try:
-        port = int(secret.get("port") or 5432)
+        # Not `or 5432`: a port 0 must be refused, not silently become the default.
+        port = 5432 if raw_port is None or raw_port == "" else int(raw_port)
     except (TypeError, ValueError):
         raise ConfigError(f"secret {arn} has a non-numeric port") from None
+    if isinstance(raw_port, bool) or not 1 <= port <= 65535:
+        raise ConfigError(f"secret {arn} has a port outside 1 to 65535")
     return ConnectionParams(
         host=str(secret["host"]),
         port=port,

@@ -52,7 +52,8 @@ class Bucket:
         except ClientError as exc:
             if _code(exc) in {"PreconditionFailed", "412", "NoSuchKey"}:
                 raise ObjectChanged(
-                    f"{key} changed or vanished after listing; re-planning"
+                    f"{key} changed or vanished after it was listed; nothing of it was "
+                    "applied and this run stops here; the next run re-plans"
                 ) from None
             raise
         return response["Body"]

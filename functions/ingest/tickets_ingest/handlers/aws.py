@@ -29,8 +29,8 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tickets_ingest.core.events import Ignored, interpret_message
-from tickets_ingest.core.keys import lag_seconds
-from tickets_ingest.errors import IngestError, SyncBusy
+from tickets_ingest.core.keys import watermark_age
+from tickets_ingest.errors import ConfigError, IngestError, SyncBusy
 from tickets_ingest.handlers.render import blocked_line, report_json
 from tickets_ingest.logic.runtime import Runtime
 from tickets_ingest.logic.sync import SyncOptions, sync
@@ -86,6 +86,15 @@ class Invocation:
         report = sync(runtime(), dataset, SyncOptions(may_start_file=self.time_left))
         publish_metrics(report)
         if report.stopped_early:
+            left = None if self.context is None else self.context.get_remaining_time_in_millis()
+            logger.warning(
+                "time budget: %d file(s) of %s not started with %s ms left "
+                "(TIME_BUDGET_MARGIN_SECONDS=%g); continuing later",
+                deferred_files(report),
+                dataset,
+                left,
+                runtime().settings.lambda_.time_budget_margin_seconds,
+            )
             continue_later(report)
         summary = report_json(report)
         if report.rejected is not None:
@@ -103,8 +112,26 @@ def current() -> Invocation:
     return _current
 
 
+def check_time_budget(context: LambdaContext) -> None:
+    """A margin at or above the function's run time would never start a file, yet report
+    ok (and queue continuations for ever): refuse it at the start of an invocation, when
+    the time left is the function's timeout."""
+    margin = runtime().settings.lambda_.time_budget_margin_seconds
+    run_time = context.get_remaining_time_in_millis() / 1000
+    if margin >= run_time:
+        message = (
+            f"TIME_BUDGET_MARGIN_SECONDS={margin:g} is not below the function's run time "
+            f"({run_time:.0f} s left at the start of an invocation): no file could ever "
+            "start; set it well below the function's timeout"
+        )
+        logger.error(message)
+        raise ConfigError(message)
+
+
 def begin(context: LambdaContext | None) -> Invocation:
     global _current  # noqa: PLW0603 - one invocation at a time per container
+    if context is not None:
+        check_time_budget(context)
     _current = Invocation(context)
     if context is not None:
         idempotency_config.register_lambda_context(context)
@@ -202,12 +229,34 @@ def publish_metrics(report: SyncReport) -> None:
     )
     emf.add_metric(name="Conflicts", unit=count, value=len(report.plan.conflicts))
     emf.add_metric(name="FilesRejected", unit=count, value=0 if report.ok else 1)
+    emf.add_metric(name="FilesHeld", unit=count, value=len(report.plan.held))
+    # The margin kept files from starting in this invocation (a continuation follows).
+    emf.add_metric(name="TimeBudgetStops", unit=count, value=1 if report.stopped_early else 0)
+    emf.add_metric(name="FilesDeferred", unit=count, value=deferred_files(report))
     for result in applied:
         emf.add_metric(name="ApplyDuration", unit=MetricUnit.Milliseconds, value=result.duration_ms)
-    lag = lag_seconds(report.watermark_after)
-    if lag is not None:
-        emf.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=round(lag, 1))
+    # Never negative: clock skew counts as no lag; a watermark beyond the future tolerance
+    # has no meaningful lag, and the missing datapoint makes the lag alarm fire.
+    age = watermark_age(
+        report.watermark_after, datetime.now(UTC), runtime().settings.future_tolerance_seconds
+    )
+    if age.lag_seconds is not None:
+        emf.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=round(age.lag_seconds, 1))
+    elif age.in_future:
+        logger.warning(
+            "the watermark %s of %s is in the future: lag unknown, newer files apply as late",
+            report.watermark_after,
+            report.dataset,
+        )
     emf.flush_metrics()
+
+
+def deferred_files(report: SyncReport) -> int:
+    """Files the time budget kept from starting in this run."""
+    if not report.stopped_early:
+        return 0
+    started = {r.key for r in report.applied}
+    return sum(1 for p in report.plan.to_apply if p.obj.key not in started)
 
 
 def continue_later(report: SyncReport) -> None:

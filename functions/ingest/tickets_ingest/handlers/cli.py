@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
@@ -30,8 +31,41 @@ EXIT_USAGE = 2  # bad arguments or configuration
 EXIT_BUSY = 75  # EX_TEMPFAIL: another sync holds the dataset; try again later
 
 
+MAX_WAIT_SECONDS = 3600  # as LOCK_WAIT_SECONDS
+MAX_HISTORY = 10_000
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), as every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 <= value <= MAX_WAIT_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds from 0 to {MAX_WAIT_SECONDS}"
+        )
+    return value
+
+
+def _history_limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_HISTORY:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_HISTORY}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tickets-ingest",
         description="Apply the ticket CDC stream from S3 to PostgreSQL, in order, exactly once.",
     )
@@ -44,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--apply", action="store_true", help="apply the plan (default: dry run)")
     run.add_argument(
         "--wait",
-        type=float,
+        type=_wait_seconds,
         default=None,
         metavar="SECONDS",
         help="wait this long for a concurrent sync to finish (default: LOCK_WAIT_SECONDS)",
@@ -64,7 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ledger = commands.add_parser("history", help="the ledger of file decisions, newest first")
     ledger.add_argument("--dataset", required=True, metavar="NAME")
-    ledger.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    ledger.add_argument(
+        "--limit",
+        type=_history_limit,
+        default=20,
+        help=f"at most this many, 1 to {MAX_HISTORY} (default 20)",
+    )
     ledger.add_argument(
         "--type",
         dest="export_type",
@@ -79,12 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-apply archived files from processed/ with the recency guard (after a restore)",
     )
     back.add_argument("--dataset", required=True, metavar="NAME")
-    back.add_argument(
+    which = back.add_mutually_exclusive_group(required=True)
+    which.add_argument(
         "--from",
         dest="from_key",
-        required=True,
         metavar="KEY",
-        help="first file to replay: a key or a bare name",
+        help="first file to replay: a key or a bare name (it and every later archived file)",
+    )
+    which.add_argument(
+        "--missing",
+        action="store_true",
+        help="exactly the archived files the ledger lacks (after a restore; see status)",
     )
     back.add_argument("--apply", action="store_true", help="apply (default: dry run)")
 
@@ -184,6 +228,14 @@ def _sync(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
             rejected = report.rejected
             assert rejected is not None
             print(f"tickets-ingest: {render.blocked_line(rejected)}", file=sys.stderr)
+        # Everything else was applied; these wait for an operator, so the run says so.
+        waiting = [
+            *map(render.conflict_line, report.plan.conflicts),
+            *map(render.held_line, report.plan.held),
+        ]
+        for line in waiting:
+            code = EXIT_FAILED
+            print(f"tickets-ingest: {line}", file=sys.stderr)
     if args.json:
         json.dump(reports, out, indent=2, default=str)
         out.write("\n")
@@ -201,7 +253,10 @@ def _status(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
     else:
         for status in statuses:
             render.print_status(status, out)
-    return EXIT_FAILED if any(s.blocked for s in statuses) else EXIT_OK
+    for status in statuses:
+        for line in render.attention_lines(status):
+            print(f"tickets-ingest: {line}", file=sys.stderr)
+    return EXIT_FAILED if any(s.needs_attention for s in statuses) else EXIT_OK
 
 
 def _migrate(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
@@ -229,7 +284,10 @@ def _history(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _replay(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
-    report = operator.replay(runtime, args.dataset, args.from_key, dry_run=not args.apply)
+    if args.missing:
+        report = operator.replay_missing(runtime, args.dataset, dry_run=not args.apply)
+    else:
+        report = operator.replay(runtime, args.dataset, args.from_key, dry_run=not args.apply)
     render.print_report(report, out)
     if not report.ok:
         assert report.rejected is not None

@@ -6,7 +6,14 @@ import time
 from typing import Any, TextIO
 
 from tickets_ingest.logic.status import DatasetStatus, LedgerEntry
-from tickets_ingest.models import BlockedFile, FileResult, StreamObject, SyncReport
+from tickets_ingest.models import (
+    BlockedFile,
+    Conflict,
+    FileResult,
+    HeldFile,
+    StreamObject,
+    SyncReport,
+)
 
 
 def human_bytes(size: int) -> str:
@@ -41,6 +48,39 @@ def blocked_line(blocked: BlockedFile) -> str:
     if blocked.column:
         where += f", column {blocked.column}"
     return f"rejected {where}: {blocked.reason}"
+
+
+def conflict_line(conflict: Conflict) -> str:
+    """The one line an operator sees for a conflict (stderr of ``sync`` and ``status``)."""
+    return (
+        f"CONFLICT {conflict.obj.key}: applied with ETag {conflict.applied_etag}, now "
+        f"{conflict.obj.etag}; not applied, left in changes/ (quarantine it, see the runbook)"
+    )
+
+
+def held_line(held: HeldFile) -> str:
+    return f"HELD {held.obj.key}: {held.reason}"
+
+
+def attention_lines(status: DatasetStatus) -> list[str]:
+    """One line per thing that makes ``status`` exit 1 (printed on stderr)."""
+    lines = []
+    if status.blocked is not None:
+        lines.append(f"BLOCKED {blocked_line(status.blocked)}")
+    lines += [conflict_line(c) for c in status.plan.conflicts]
+    lines += [held_line(h) for h in status.plan.held]
+    if status.missing:
+        lines.append(
+            f"MISSING {len(status.missing)} archived file(s) of {status.dataset} not in the "
+            f"ledger, first {status.missing[0].obj.key}: replay --dataset {status.dataset} "
+            "--missing"
+        )
+    if status.watermark_in_future:
+        lines.append(
+            f"WATERMARK IN THE FUTURE {status.watermark}: newer files apply as late and the "
+            "lag is unknown; see the runbook"
+        )
+    return lines
 
 
 def _counts(result: FileResult) -> str:
@@ -93,6 +133,8 @@ def print_report(report: SyncReport, out: TextIO) -> None:
             f"now has {conflict.obj.etag}: left in changes/ for an operator",
             file=out,
         )
+    for held in plan.held:
+        print(f"  HELD: {held.obj.name} {held.reason}", file=out)
     for key in plan.ignored:
         print(f"  ignored (not a stream file): {key}", file=out)
     if not report.dry_run:
@@ -123,6 +165,7 @@ def report_json(report: SyncReport) -> dict[str, Any]:
         "archived": report.archived,
         "conflicts": [c.obj.key for c in report.plan.conflicts],
         "ignored": list(report.plan.ignored),
+        "held": [h.obj.key for h in report.plan.held],
         "rejected": None if report.rejected is None else blocked_line(report.rejected),
         "stopped_early": report.stopped_early,
     }
@@ -132,7 +175,21 @@ def print_status(status: DatasetStatus, out: TextIO) -> None:
     plan = status.plan
     print(f"dataset {status.dataset}", file=out)
     print(f"  watermark      {status.watermark or '(none: nothing applied yet)'}", file=out)
-    print(f"  lag            {human_age(status.lag_seconds)}", file=out)
+    if status.watermark_in_future:
+        print(
+            f"  lag            unknown: WATERMARK IN THE FUTURE, "
+            f"{human_age(status.clock_skew_seconds)} ahead of now (a future-dated file was "
+            "applied; newer files apply as late): see the runbook",
+            file=out,
+        )
+    else:
+        print(f"  lag            {human_age(status.lag_seconds)}", file=out)
+        if status.clock_skew_seconds is not None:
+            print(
+                f"  clock skew     the watermark is {human_age(status.clock_skew_seconds)} "
+                "ahead of this clock (within FUTURE_TOLERANCE_SECONDS)",
+                file=out,
+            )
     pending = [p.obj.name + (" (late)" if p in plan.late else "") for p in plan.to_apply]
     print(
         f"  pending        {len(pending)}" + (f": {', '.join(pending[:8])}" if pending else ""),
@@ -159,6 +216,16 @@ def print_status(status: DatasetStatus, out: TextIO) -> None:
         print(
             f"  CONFLICT       {conflict.obj.name}: applied ETag {conflict.applied_etag}, "
             f"now {conflict.obj.etag}",
+            file=out,
+        )
+    for held in plan.held:
+        print(f"  HELD           {held.obj.name}: {held.reason}", file=out)
+    if status.missing:
+        names = [p.obj.name for p in status.missing]
+        print(
+            f"  MISSING        {len(names)} archived in processed/ but not in the ledger "
+            f"(after a restore? replay --missing): {', '.join(names[:8])}"
+            + (f" … and {len(names) - 8} more" if len(names) > 8 else ""),
             file=out,
         )
     if plan.ignored:

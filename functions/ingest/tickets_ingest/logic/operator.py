@@ -11,13 +11,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tickets_ingest.core.keys import changes_prefix, parse_stream_key, quarantine_key
-from tickets_ingest.core.plan import plan_replay
+from tickets_ingest.core.keys import changes_prefix, file_name, parse_stream_key, quarantine_key
+from tickets_ingest.core.plan import plan_missing, plan_replay
 from tickets_ingest.dal import ledger
+from tickets_ingest.dal.db import Database
 from tickets_ingest.errors import FileRejected, IngestError
 from tickets_ingest.logic.apply import apply_file
 from tickets_ingest.logic.runtime import Runtime
-from tickets_ingest.models import BlockedFile, ExportType, Plan, RowCounts, SyncReport
+from tickets_ingest.models import (
+    BlockedFile,
+    ExportType,
+    Plan,
+    PlannedFile,
+    RowCounts,
+    SyncReport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +119,55 @@ def replay(runtime: Runtime, dataset: str, from_key: str, *, dry_run: bool = Tru
     database stopped; replaying from there brings it forward without ever letting an older
     row overwrite a newer one. Replays advance the watermark; nothing is moved in S3.
     """
-    ctx = runtime.apply_context(dataset)
     from_name = from_key.rsplit("/", 1)[-1]
     if parse_stream_key(dataset, changes_prefix(dataset) + from_name) is None:
         raise IngestError(
             f"--from {from_key!r} is not a stream file name (YYYY-MM-DDTHH-mm-ss.csv)"
         )
+    return _replay(
+        runtime,
+        dataset,
+        lambda _db: plan_replay(dataset, runtime.bucket.list_processed(dataset), from_name),
+        dry_run=dry_run,
+    )
+
+
+def replay_missing(runtime: Runtime, dataset: str, *, dry_run: bool = True) -> SyncReport:
+    """Re-apply exactly the archived files the ledger does not know (``missing_files``),
+    oldest first, each with the recency guard, recorded as ``replay``.
+
+    The way back after a database restore that also catches late files: a late file
+    applied after the backup is older than the restored watermark, so a replay "from the
+    next file" by name would skip it.
+    """
+    return _replay(runtime, dataset, lambda db: _missing(runtime, db, dataset), dry_run=dry_run)
+
+
+def missing_files(runtime: Runtime, dataset: str) -> tuple[PlannedFile, ...]:
+    """Archived files (under ``processed/``) without a baseline, delta, late or replay row
+    for their ``changes/`` key: rows the database lacks, typically after a restore."""
+    runtime.settings.table_for(dataset)
+    return _missing(runtime, runtime.db(), dataset)
+
+
+def _missing(runtime: Runtime, db: Database, dataset: str) -> tuple[PlannedFile, ...]:
+    archived = list(runtime.bucket.list_processed(dataset))
+    names = {changes_prefix(dataset) + file_name(key) for key, _etag, _size in archived}
+    known = ledger.applied_etags(db, dataset, names)
+    return plan_missing(dataset, archived, known.keys())
+
+
+def _replay(
+    runtime: Runtime,
+    dataset: str,
+    choose: Callable[[Database], tuple[PlannedFile, ...]],
+    *,
+    dry_run: bool,
+) -> SyncReport:
+    ctx = runtime.apply_context(dataset)
     db = runtime.db()
     with ledger.dataset_lock(db, dataset, runtime.settings.lock_wait_seconds):
-        files = plan_replay(dataset, runtime.bucket.list_processed(dataset), from_name)
+        files = choose(db)  # under the lock: no sync changes the ledger meanwhile
         watermark = ledger.watermark(db, dataset)
         plan = Plan(dataset, watermark, files, (), (), ())
         report = SyncReport(dataset=dataset, plan=plan, dry_run=dry_run)

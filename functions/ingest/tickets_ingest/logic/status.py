@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from tickets_ingest.core.keys import lag_seconds
+from tickets_ingest.core.keys import watermark_age
 from tickets_ingest.dal import ledger
 from tickets_ingest.dal import sql as statements
+from tickets_ingest.logic.operator import missing_files
 from tickets_ingest.logic.runtime import Runtime
 from tickets_ingest.logic.sync import plan_dataset
-from tickets_ingest.models import BlockedFile, Plan
+from tickets_ingest.models import BlockedFile, Plan, PlannedFile
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,24 @@ class DatasetStatus:
     late_files: int
     rejected_rows: int
     last_applied_at: datetime | None
-    lag_seconds: float | None  # now minus the watermark's timestamp
+    lag_seconds: float | None  # now minus the watermark's timestamp; never negative
     recent: tuple[LedgerEntry, ...] = ()  # the last few file decisions, newest first
+    # Archived under processed/ but unknown to the ledger (after a restore): replay --missing.
+    missing: tuple[PlannedFile, ...] = ()
+    clock_skew_seconds: float | None = None  # the watermark is this far ahead of our clock
+    watermark_in_future: bool = False  # ahead beyond FUTURE_TOLERANCE_SECONDS
 
     @property
     def watermark(self) -> str | None:
         return self.plan.watermark
+
+    @property
+    def needs_attention(self) -> bool:
+        """What makes ``status`` exit 1: something an operator has to decide or repair."""
+        plan = self.plan
+        return bool(
+            self.blocked or plan.conflicts or plan.held or self.missing or self.watermark_in_future
+        )
 
     def to_json(self) -> dict[str, Any]:
         blocked = self.blocked
@@ -84,6 +97,20 @@ class DatasetStatus:
                 for c in self.plan.conflicts
             ],
             "ignored": list(self.plan.ignored),
+            "held": [
+                {
+                    "key": h.obj.key,
+                    "etag": h.obj.etag,
+                    "due": h.obj.timestamp.isoformat(),
+                    "reason": h.reason,
+                }
+                for h in self.plan.held
+            ],
+            "missing": [p.obj.key for p in self.missing],
+            "clock_skew_seconds": None
+            if self.clock_skew_seconds is None
+            else round(self.clock_skew_seconds, 1),
+            "watermark_in_future": self.watermark_in_future,
             "blocked": None
             if blocked is None
             else {
@@ -108,8 +135,10 @@ class DatasetStatus:
 def dataset_status(
     runtime: Runtime, dataset: str, now: datetime | None = None, recent: int = 5
 ) -> DatasetStatus:
-    plan = plan_dataset(runtime, dataset)
+    now = now or datetime.now(UTC)
+    plan = plan_dataset(runtime, dataset, now)
     db = runtime.db()
+    age = watermark_age(plan.watermark, now, runtime.settings.future_tolerance_seconds)
     applied, late, last_applied = db.one(statements.LEDGER_TOTALS, dataset=dataset)
     rejected_rows = db.scalar(statements.REJECTED_ROW_COUNT, dataset=dataset)
     return DatasetStatus(
@@ -120,6 +149,9 @@ def dataset_status(
         late_files=int(late),
         rejected_rows=int(rejected_rows),
         last_applied_at=last_applied,
-        lag_seconds=lag_seconds(plan.watermark, now),
+        lag_seconds=age.lag_seconds,
         recent=tuple(history(runtime, dataset, limit=recent)),
+        missing=missing_files(runtime, dataset),
+        clock_skew_seconds=age.clock_skew_seconds,
+        watermark_in_future=age.in_future,
     )

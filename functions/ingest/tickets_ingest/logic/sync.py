@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -47,13 +48,21 @@ class SyncOptions:
     on_progress: ProgressCallback | None = None
 
 
-def plan_dataset(runtime: Runtime, dataset: str) -> Plan:
+def plan_dataset(runtime: Runtime, dataset: str, now: datetime | None = None) -> Plan:
     """The plan a sync would follow right now (reads the bucket and the ledger only)."""
     runtime.settings.table_for(dataset)  # refuse datasets that are not enabled
     db = runtime.db()
     files, ignored = classify_listing(dataset, runtime.bucket.list_changes(dataset))
     applied = ledger.applied_etags(db, dataset, (f.key for f in files))
-    return plan_sync(dataset, files, applied, ledger.watermark(db, dataset), ignored)
+    return plan_sync(
+        dataset,
+        files,
+        applied,
+        ledger.watermark(db, dataset),
+        ignored,
+        now=now or datetime.now(UTC),
+        future_tolerance_seconds=runtime.settings.future_tolerance_seconds,
+    )
 
 
 def sync(runtime: Runtime, dataset: str, options: SyncOptions | None = None) -> SyncReport:
@@ -259,6 +268,8 @@ def _warn_about(plan: Plan) -> None:
             conflict.applied_etag,
             conflict.obj.etag,
         )
+    for held in plan.held:
+        log.warning("held %s: %s", held.obj.key, held.reason)
     if plan.ignored:
         log.info(
             "ignored %d non-stream key(s) under changes/: %s",
