@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test measure invoke bench bench-dlt-env lint typecheck fmt check clean
+.PHONY: venv run test measure invoke bench bench-dlt-env lint typecheck fmt check clean \
+	sam-venv lint-template sam-build
 
 $(STAMP): requirements-dev.txt functions/ingest/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +53,26 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 check: lint typecheck test
+
+## sam-venv: aws-sam-cli, cfn-lint and AWS's serverless rules in their own virtualenv
+SAM_VENV  ?= .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed
+$(SAM_STAMP): tools/sam/requirements.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/sam/requirements.txt
+	touch $(SAM_STAMP)
+
+sam-venv: $(SAM_STAMP)
+
+## lint-template: cfn-lint with AWS's serverless rules (every finding fails), sam validate --lint
+lint-template: $(SAM_STAMP)
+	$(SAM_VENV)/bin/cfn-lint --include-checks I --append-rules cfn_lint_serverless.rules -- template.yaml
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-eu-west-1} \
+		$(SAM_VENV)/bin/sam validate --lint --template-file template.yaml
+
+## sam-build: lint, then `sam build` (needs RDS_CA_BUNDLE or certs/; see docs/deploy.md#build)
+sam-build: lint-template
+	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam build --template-file template.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

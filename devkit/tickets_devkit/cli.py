@@ -31,12 +31,17 @@ from tickets_devkit.local import BUCKET, environment, local_stack
 def invoke(args: argparse.Namespace) -> int:
     """Run the handler with one event against a fresh local stack holding a small stream."""
     event = json.loads(Path(args.event).read_text(encoding="utf-8"))
-    with local_stack() as stack, environment(stack.env()), demo.lambda_stack(stack) as local:
+    # LogLevel=INFO, a template parameter: the handler logs why each message was ignored.
+    with (
+        local_stack() as stack,
+        environment(stack.env()),
+        demo.lambda_stack(stack, log_level="INFO") as local,
+    ):
         inc = TicketStream("inc", seed=args.seed)
         stack.upload([inc.baseline(args.rows), inc.delta(22), inc.delta(131)])
         stack.upload([TicketStream("crq", seed=args.seed + 1).baseline(max(args.rows // 10, 10))])
         local.path.sqs.purge_queue(QueueUrl=local.path.queue_url)  # only this event drives it
-        with environment({"POWERTOOLS_LOG_LEVEL": "INFO", "POWERTOOLS_METRICS_DISABLED": "false"}):
+        with environment({"POWERTOOLS_METRICS_DISABLED": "false"}):  # show the EMF lines
             demo.say(f"\n$ lambda_handler({args.event})")
             response = local.handler(event, FakeLambdaContext())
         demo.say(json.dumps(response, indent=2, default=str))

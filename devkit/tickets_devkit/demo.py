@@ -1,16 +1,19 @@
 """The demo behind ``make run``: the real architecture on one machine, no cloud, no Docker.
 
-PostgreSQL and the AWS emulator start; the bucket, the EventBridge rules, the FIFO queue
-and its dead-letter queue, the idempotency table and the database secret are created the
-way template.yaml creates them; a generated INC stream (baseline + deltas) and a CRQ
-stream are uploaded out of order; a poller feeds the queue to ``app.lambda_handler``
-exactly as Lambda's event source mapping would. Then status, a few rows, and everything
-stops (``--keep`` leaves it running, the poller included).
+PostgreSQL and the AWS emulator start; the database secret is stored; template.yaml itself
+is deployed into the emulator's CloudFormation (SAM's translator, then moto): the
+EventBridge rules, the FIFO queue and its dead-letter queue, the idempotency table and the
+function's environment are the template's. The schema is migrated as the deploy step; a
+generated INC stream (baseline + deltas) and a CRQ stream are uploaded out of order; a
+poller feeds the queue to ``app.lambda_handler`` exactly as Lambda's event source mapping
+would. Then status, a few rows, and everything stops (``--keep`` leaves it running, the
+poller included, with the emulator on a fixed port for devkit/local-env.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import threading
@@ -23,14 +26,21 @@ from typing import Any
 
 import boto3
 
-from tickets_devkit.event_path import EventPath, FakeLambdaContext, build_event_path, poll
+from tickets_devkit.event_path import (
+    SECRET_NAME,
+    EventPath,
+    FakeLambdaContext,
+    deploy_stack,
+    local_parameters,
+    poll,
+)
 from tickets_devkit.generator import TicketStream
 from tickets_devkit.local import BUCKET, LocalStack, environment, local_stack
 from tickets_ingest.dal.db import Database
 from tickets_ingest.handlers import cli as ingest_cli
 from tickets_ingest.settings import parse_database_url
 
-SECRET_NAME = "tickets-ingest/database"  # noqa: S105 - a name, not a secret
+KEEP_PORT = 5000  # devkit/local-env.json's AWS_ENDPOINT_URL: `make run ARGS=--keep`
 JUNK_AND_LEGACY = {
     "automations/inc/changes/notes.txt": b"exporter notes, not data\n",
     "automations/inc/changes/2026-06-22T18-00-00.csv.tmp": b"partial upload\n",
@@ -67,7 +77,7 @@ class LambdaStack:
             )
 
 
-def database_secret(stack: LocalStack) -> str:
+def database_secret(stack: LocalStack) -> None:
     """Store the local database's credentials as the deployed function finds them."""
     params = parse_database_url(stack.database_url)
     secret = {
@@ -79,26 +89,27 @@ def database_secret(stack: LocalStack) -> str:
     }
     client = boto3.client("secretsmanager")
     try:
-        return str(client.create_secret(Name=SECRET_NAME, SecretString=json.dumps(secret))["ARN"])
+        client.create_secret(Name=SECRET_NAME, SecretString=json.dumps(secret))
     except client.exceptions.ResourceExistsException:
         client.put_secret_value(SecretId=SECRET_NAME, SecretString=json.dumps(secret))
-        return str(client.describe_secret(SecretId=SECRET_NAME)["ARN"])
 
 
 @contextmanager
-def lambda_stack(stack: LocalStack) -> Iterator[LambdaStack]:
-    """Build the event path in the emulator and import the handler configured for it."""
-    path = build_event_path(boto3.Session(), BUCKET, ["inc", "crq"], region=stack.aws.region)
+def lambda_stack(stack: LocalStack, *, log_level: str = "WARNING") -> Iterator[LambdaStack]:
+    """Deploy template.yaml into the emulator, migrate (the deploy step: the function's
+    AUTO_MIGRATE is off) and import the handler with the function's environment."""
+    database_secret(stack)
+    session = boto3.Session(region_name=stack.aws.region)
+    path = deploy_stack(session, local_parameters(stack.aws.region, LogLevel=log_level))
+    with environment({**stack.env(), **path.env()}):  # quietly: run() says it was done
+        if ingest_cli.main(["migrate"], out=io.StringIO()) != 0:
+            raise RuntimeError("tickets-ingest migrate failed on the local stack")
     variables = {
-        **path.env(),
-        "DB_SECRET_ARN": database_secret(stack),
-        "DB_SSLMODE": "disable",  # the local server has no TLS; in AWS it is verify-full
-        "POWERTOOLS_SERVICE_NAME": "tickets-ingest",
-        "POWERTOOLS_METRICS_NAMESPACE": "TicketsIngest",
-        "POWERTOOLS_METRICS_DISABLED": "true",  # EMF lines would drown the demo's output
+        **path.handler_env(stack.aws.endpoint_url),
+        # Not the function's settings: the local run has no X-Ray daemon, and EMF lines
+        # would drown the demo's output (`make invoke` shows them).
+        "POWERTOOLS_METRICS_DISABLED": "true",
         "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-        "LOCK_WAIT_SECONDS": "10",
     }
     with environment(variables):
         sys.path.insert(0, str(ingest_app_dir()))
@@ -122,18 +133,24 @@ def run(args: argparse.Namespace) -> int:
         "starting PostgreSQL and the AWS emulator (S3, EventBridge, SQS FIFO, DynamoDB, "
         "Secrets Manager) ..."
     )
+    port = KEEP_PORT if args.keep and args.endpoint_url is None else 0
     with (
-        local_stack(database_url=args.database_url, endpoint_url=args.endpoint_url) as stack,
+        local_stack(
+            database_url=args.database_url, endpoint_url=args.endpoint_url, aws_port=port
+        ) as stack,
         environment(stack.env()),
         lambda_stack(stack) as local,
     ):
         where = parse_database_url(stack.database_url).describe()
         say(f"  PostgreSQL {where}, AWS emulator at {stack.aws.endpoint_url}")
         say(
-            "  created as in template.yaml: bucket 'tickets' (EventBridge on), rules "
-            "tickets-ingest-{inc,crq}-changes, FIFO queue + FIFO DLQ (maxReceiveCount 5), "
-            "idempotency table, database secret"
+            f"  deployed template.yaml as stack tickets-ingest-local (existing bucket "
+            f"'{local.path.bucket}', EventBridge on): rules {', '.join(local.path.rules)}; "
+            f"queue {local.path.queue_url.rsplit('/', 1)[-1]} + its DLQ; table "
+            f"{local.path.table}; schema migrated as the deploy step"
         )
+        skipped = ", ".join(t.split("::", 1)[1] for t in local.path.not_emulated)
+        say(f"  (the emulator does not create: {skipped})")
         files = upload_streams(local.stack, args.rows, args.seed)
         counts = Counter(f.split("/")[1] for f in files)
         say(
@@ -191,7 +208,7 @@ def keep_running(local: LambdaStack) -> None:
     thread = threading.Thread(target=poller, name="poller", daemon=True)
     thread.start()
     say("\nthe stack keeps running and the poller keeps feeding the handler. In another shell:")
-    env = {**local.stack.env(), **local.path.env()}
+    env = {**local.stack.env(), **local.path.env(), "TICKETS_BUCKET": local.path.bucket}
     for name in (
         "AWS_ENDPOINT_URL",
         "AWS_DEFAULT_REGION",
@@ -207,6 +224,8 @@ def keep_running(local: LambdaStack) -> None:
     say(
         "  .venv/bin/tickets-ingest status\n"
         "  .venv/bin/tickets-devkit upload --dataset inc FILE.csv   # a new file: an S3 event\n"
+        "  sam local invoke IngestFunction -n devkit/local-env.json --docker-network host \\\n"
+        "      -e events/sqs-fifo-object-created.json   # with Docker, after sam build\n"
         "(docs/runbook.md walks through a poison file on this stack.) Ctrl-C stops it all."
     )
     try:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import warnings
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -69,8 +70,8 @@ class LocalAws:
         self.stop()
 
 
-def start_aws(region: str = "eu-west-1", *, own_process: bool = False) -> LocalAws:
-    """Start moto's server on 127.0.0.1 with an OS-chosen port.
+def start_aws(region: str = "eu-west-1", *, own_process: bool = False, port: int = 0) -> LocalAws:
+    """Start moto's server on 127.0.0.1 with an OS-chosen port (or ``port``).
 
     ``own_process``: run it as a separate process, so its CPU time does not compete with
     the code under measurement for this interpreter's GIL (the benchmark wants that).
@@ -84,11 +85,29 @@ def start_aws(region: str = "eu-west-1", *, own_process: bool = False) -> LocalA
     werkzeug_log = logging.getLogger("werkzeug")
     if werkzeug_log.level == logging.NOTSET:
         werkzeug_log.setLevel(logging.WARNING)
+    # moto's CloudFormation warns for each resource type it does not emulate (alarms,
+    # schedules, queue policies, ...); the stack deployer lists them once instead.
+    logging.getLogger("moto").addFilter(_NotEmulated())
+    warnings.filterwarnings("ignore", message="Tried to parse .* not supported by moto")
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    if port:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                raise RuntimeError(
+                    f"port {port} is in use: the kept stack's emulator listens there "
+                    "(devkit/local-env.json names it); stop whatever holds it"
+                ) from None
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()  # returns once the socket is bound
     host, port = server.get_host_and_port()
     return LocalAws(endpoint_url=f"http://{host}:{port}", region=region, _server=server)
+
+
+class _NotEmulated(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No Moto CloudFormation support for")
 
 
 class _ServerProcess:

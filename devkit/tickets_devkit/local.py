@@ -56,6 +56,7 @@ def local_stack(
     aws_own_process: bool = False,
     database_url: str | None = None,
     endpoint_url: str | None = None,
+    aws_port: int = 0,
 ) -> Iterator[LocalStack]:
     """Start PostgreSQL and the emulator (or use the ones given), create the database and
     the bucket; stop what was started on exit."""
@@ -67,7 +68,7 @@ def local_stack(
             started.callback(server.stop)
             postgres, url = server, server.create_database(DATABASE)
         if endpoint_url is None:
-            aws = start_aws(own_process=aws_own_process)
+            aws = start_aws(own_process=aws_own_process, port=aws_port)
             started.callback(aws.stop)
         else:
             aws = LocalAws(endpoint_url=endpoint_url)

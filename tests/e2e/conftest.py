@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,16 +11,20 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.conftest import BUCKET, Env
+from tests.conftest import Env
 from tickets_devkit.event_path import (
+    SECRET_NAME,
     EventPath,
     FakeLambdaContext,
     PollStats,
-    build_event_path,
+    deploy_stack,
+    local_parameters,
     poll,
 )
 from tickets_ingest import failpoints
+from tickets_ingest.dal.credentials import forget_cached_secret
 from tickets_ingest.failpoints import Step
+from tickets_ingest.settings import parse_database_url
 
 
 @dataclass
@@ -63,20 +68,45 @@ class LambdaWorld:
 
 @pytest.fixture
 def world(env: Env, monkeypatch: pytest.MonkeyPatch) -> Iterator[LambdaWorld]:
+    """template.yaml deployed into the emulator; the handler runs with the function's
+    environment as the stack set it (AWS_ENDPOINT_URL pointing at the emulator)."""
     session = boto3.Session(region_name=env.aws.region)
-    path = build_event_path(session, BUCKET, ["inc", "crq"], region=env.aws.region)
-    for name, value in path.env().items():
+    store_database_secret(session, env.database_url)
+    path = deploy_stack(session, local_parameters(env.aws.region))
+    for name, value in {**path.handler_env(env.aws.endpoint_url), **path.env()}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "tickets-ingest")
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "TicketsIngest")
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-    monkeypatch.setenv("LOCK_WAIT_SECONDS", "10")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon here
     aws = importlib.import_module("tickets_ingest.handlers.aws")
     app = importlib.import_module("app")
-    # A new "container": settings, connection and clients are rebuilt from this test's env.
+    # A new "container": settings, connection, clients and the cached secret are rebuilt
+    # from this test's env.
     for cached in (aws.runtime, aws._sync_news_once, aws._sqs):
         cached.cache_clear()
+    forget_cached_secret()
     yield LambdaWorld(env, path, app.lambda_handler)
     aws.runtime().close()
     for cached in (aws.runtime, aws._sync_news_once, aws._sqs):
         cached.cache_clear()
+
+
+def store_database_secret(session: Any, database_url: str) -> None:
+    """The test database's credentials where the function's DB_SECRET_ARN points."""
+    params = parse_database_url(database_url)
+    secret = {
+        "host": params.host,
+        "port": params.port,
+        "username": params.user,
+        "password": "local",  # the test server trusts every login
+        "dbname": params.database,
+    }
+    session.client("secretsmanager").create_secret(
+        Name=SECRET_NAME, SecretString=json.dumps(secret)
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # moto's CloudFormation warns for each resource type it does not emulate (alarms,
+    # schedules, queue and bucket policies); EventPath.not_emulated lists them instead.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:Tried to parse .* not supported by moto:UserWarning"
+    )

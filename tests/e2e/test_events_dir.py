@@ -51,7 +51,6 @@ EXPECTED = {
     "sqs-fifo-two-datasets.json": _syncs_both,
     "sqs-fifo-ignored-keys.json": _ignores_all,
     "scheduled-sweep.json": _sweeps,
-    "sweep.json": _sweeps,
     "direct-inc.json": _direct,
 }
 

@@ -367,7 +367,6 @@ class TestInvocationKind:
 EVENT_FILES = {
     "direct-inc.json": Invocation.DIRECT,
     "scheduled-sweep.json": Invocation.SWEEP,
-    "sweep.json": Invocation.SWEEP,
     "sqs-fifo-object-created.json": Invocation.BATCH,
     "sqs-fifo-redriven.json": Invocation.BATCH,
     "sqs-fifo-two-datasets.json": Invocation.BATCH,

@@ -26,9 +26,15 @@ NO_VALUE = {"Ref": "AWS::NoValue"}
 RESOURCE_STAR_ALLOWED = {
     "xray:PutTraceSegments": "X-Ray defines no resource types for trace submission",
     "xray:PutTelemetryRecords": "X-Ray defines no resource types for telemetry",
+    # The documented exception: the ENI actions a VPC function needs (the ec2 part of
+    # AWSLambdaVPCAccessExecutionRole, written inline).
+    "ec2:CreateNetworkInterface": "Lambda creates the interface before its id exists",
+    "ec2:DescribeNetworkInterfaces": "EC2 Describe actions have no resource types",
+    "ec2:DescribeSubnets": "EC2 Describe actions have no resource types",
+    "ec2:DeleteNetworkInterface": "the interfaces Lambda created, unnamed in advance",
+    "ec2:AssignPrivateIpAddresses": "the interfaces Lambda created, unnamed in advance",
+    "ec2:UnassignPrivateIpAddresses": "the interfaces Lambda created, unnamed in advance",
 }
-# The one managed policy: ENI actions for VPC access have no narrower resource.
-MANAGED_POLICY = "service-role/AWSLambdaVPCAccessExecutionRole"
 
 
 # ------------------------------------------------------------------ loading
@@ -217,9 +223,8 @@ def test_resource_star_only_for_actions_without_resource_level_permissions() -> 
                     assert action in RESOURCE_STAR_ALLOWED, f"{where}: {action} on *"
 
 
-def test_function_role_uses_only_the_vpc_managed_policy() -> None:
-    managed = props("IngestFunctionRole")["ManagedPolicyArns"]
-    assert [sub_text(arn).rsplit(":policy/", 1)[1] for arn in managed] == [MANAGED_POLICY]
+def test_function_role_attaches_no_managed_policy() -> None:
+    assert "ManagedPolicyArns" not in props("IngestFunctionRole")
     trust = props("IngestFunctionRole")["AssumeRolePolicyDocument"]["Statement"]
     assert trust == [
         {
@@ -253,6 +258,7 @@ def test_function_role_grants_exactly_the_expected_actions() -> None:
             "dynamodb:DeleteItem",
             "secretsmanager:GetSecretValue",
             "rds-db:connect",
+            *[a for a in RESOURCE_STAR_ALLOWED if a.startswith("ec2:")],
         ]
     )
 
@@ -500,7 +506,11 @@ def test_function_environment() -> None:
         "POWERTOOLS_LOG_LEVEL",
     } <= set(env)
     assert env["DATASETS"] == {"Fn::If": ["CrqEnabled", "inc,crq", "inc"]}
-    assert env["DB_SSLMODE"] == "verify-full"
+    assert env["DB_SSLMODE"] == {"Ref": "DbSslMode"}
+    assert template()["Parameters"]["DbSslMode"]["Default"] == "verify-full"
+    assert env["DB_REQUIRE_TLS"] == {"Fn::If": ["VerifyDbCertificate", "true", "false"]}
+    assert env["AUTO_MIGRATE"] == "false"  # migrations are the owner's deploy step
+    assert env["AWS_ENDPOINT_URL"] == ""  # unset for boto3; only for sam local invoke -n
     assert env["QUEUE_URL"] == {"Ref": "IngestQueue"}
     assert env["IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
     assert env["DB_SECRET_ARN"] == {"Ref": "DbSecretArn"}
@@ -640,3 +650,122 @@ def test_outputs() -> None:
         "IdempotencyTableName",
         "DashboardUrl",
     } <= set(template()["Outputs"])
+
+
+# ------------------------------------------------------------------ as deployed (rendered)
+
+
+@cache
+def rendered() -> dict[str, Any]:
+    """The CloudFormation SAM's translator makes of template.yaml: what IAM really gets."""
+    from tickets_devkit.event_path import load_template, translate  # noqa: PLC0415
+
+    return translate(load_template(TEMPLATE), "eu-west-1")
+
+
+def _rendered_roles() -> dict[str, dict[str, Any]]:
+    return {
+        name: r["Properties"]
+        for name, r in rendered()["Resources"].items()
+        if r["Type"] == "AWS::IAM::Role"
+    }
+
+
+def test_rendered_roles_attach_no_managed_policy_and_grant_star_only_where_documented() -> None:
+    roles = _rendered_roles()
+    assert set(roles) == {"IngestFunctionRole", "SweepSchedulerRole"}
+    for name, role in roles.items():
+        assert not role.get("ManagedPolicyArns"), f"{name} attaches {role.get('ManagedPolicyArns')}"
+        for policy in role.get("Policies", []):
+            for written in as_list(policy["PolicyDocument"]["Statement"]):
+                # A conditional statement: check its true branch.
+                statement = written["Fn::If"][1] if "Fn::If" in written else written
+                if as_list(statement["Resource"]) == ["*"]:
+                    assert set(actions(statement)) <= set(RESOURCE_STAR_ALLOWED), statement
+
+
+def test_rendered_function_logs_only_to_its_own_log_group() -> None:
+    role = _rendered_roles()["IngestFunctionRole"]
+    logs = [
+        s
+        for p in role["Policies"]
+        for s in as_list(p["PolicyDocument"]["Statement"])
+        if "Action" in s and any(a.startswith("logs:") for a in actions(s))
+    ]
+    assert len(logs) == 1
+    assert sorted(actions(logs[0])) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert logs[0]["Resource"] == {"Fn::GetAtt": ["IngestLogGroup", "Arn"]}
+    function = rendered()["Resources"]["IngestFunction"]["Properties"]
+    assert function["LoggingConfig"] == {"LogGroup": {"Ref": "IngestLogGroup"}}
+    assert function["Role"] == {"Fn::GetAtt": ["IngestFunctionRole", "Arn"]}
+
+
+def test_reserved_concurrency_is_off_by_default() -> None:
+    assert template()["Parameters"]["ReservedConcurrency"]["Default"] == -1
+    assert props(function_name())["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, NO_VALUE]
+    }
+
+
+def test_archive_lifecycle_keeps_replay_possible_by_default() -> None:
+    params = template()["Parameters"]
+    assert params["ProcessedExpirationDays"]["Default"] == 0  # never expires unless asked
+    assert params["QuarantineExpirationDays"]["Default"] == 0
+    assert "GLACIER" not in params["ArchiveStorageClass"]["AllowedValues"]  # all read at once
+    rules = props("TicketsBucket")["LifecycleConfiguration"]["Rules"]
+    prefixes = {
+        r["Fn::If"][1]["Prefix"] for r in rules if "Fn::If" in r and "Prefix" in r["Fn::If"][1]
+    }
+    assert prefixes == {
+        f"automations/{d}/{k}/" for d in DATASETS for k in ("processed", "quarantine")
+    }
+
+
+def test_certificate_verification_is_opted_out_only_by_the_parameter() -> None:
+    env = props(function_name())["Environment"]["Variables"]
+    assert env["DB_CA_BUNDLE"] == {
+        "Fn::If": ["VerifyDbCertificate", "/var/task/certs/rds-global-bundle.pem", ""]
+    }
+    metadata = template()["Resources"][function_name()]["Metadata"]
+    assert metadata["BuildMethod"] == "makefile"  # functions/ingest/Makefile packages the CA
+
+
+def test_cfn_lint_with_the_serverless_rules_is_clean() -> None:
+    from cfnlint.api import ManualArgs, lint_file  # noqa: PLC0415
+
+    matches = lint_file(
+        TEMPLATE,
+        config=ManualArgs(include_checks=["I"], append_rules=["cfn_lint_serverless.rules"]),
+    )
+    assert [str(m) for m in matches] == []
+
+
+# ------------------------------------------------------------------ sam local invoke -n
+
+
+LOCAL_ENV = TEMPLATE.parent / "devkit" / "local-env.json"
+
+
+def test_local_env_file_sets_exactly_the_functions_variables_and_settings_accept_them() -> None:
+    from tickets_ingest.settings import load_settings  # noqa: PLC0415
+
+    variables = json.loads(LOCAL_ENV.read_text())["IngestFunction"]
+    assert set(variables) == set(props(function_name())["Environment"]["Variables"])
+    settings = load_settings({**variables, "AWS_LAMBDA_FUNCTION_NAME": "tickets-ingest-local"})
+    assert settings.bucket == "tickets"  # the bucket the sample events name
+    assert settings.auto_migrate is False
+    assert settings.lambda_.queue_url == variables["QUEUE_URL"]
+
+
+def test_an_empty_aws_endpoint_url_is_unset_for_boto3(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template declares AWS_ENDPOINT_URL="" (for `sam local invoke -n`): in AWS the
+    function's clients must still reach the real endpoints."""
+    import boto3  # noqa: PLC0415
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+    for service in ("s3", "sqs", "secretsmanager", "dynamodb"):
+        client = boto3.session.Session(region_name="eu-west-1").client(
+            service, aws_access_key_id="x", aws_secret_access_key="x"
+        )
+        assert client.meta.endpoint_url.startswith("https://"), service
+        assert "amazonaws.com" in client.meta.endpoint_url, service

@@ -339,7 +339,7 @@ def _database_access(env: Mapping[str, str], database_url: str) -> DatabaseAcces
     if require_tls and ca_bundle is None:
         raise ConfigError(
             "DB_REQUIRE_TLS is on but DB_CA_BUNDLE is not set: point it at the RDS CA bundle "
-            "(tools/sam/build.sh ships it as certs/rds-global-bundle.pem)"
+            "(`sam build` packages it as certs/rds-global-bundle.pem from RDS_CA_BUNDLE)"
         )
     return DatabaseAccess(
         secret_arn=secret_arn,
@@ -354,7 +354,10 @@ def _check_ca_bundle(path: Path) -> None:
     """The bundle must load as PEM and hold at least one CA certificate: found out here, in
     one line, rather than as an ssl.SSLError traceback at the first connection."""
     if not path.is_file():
-        raise ConfigError(f"DB_CA_BUNDLE={str(path)!r} does not exist")
+        raise ConfigError(
+            f"DB_CA_BUNDLE={str(path)!r} does not exist (in Lambda: the package was built "
+            "with RDS_CA_BUNDLE=none; rebuild with the bundle, see docs/deploy.md#build)"
+        )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         context.load_verify_locations(cafile=str(path))

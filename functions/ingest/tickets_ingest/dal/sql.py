@@ -21,6 +21,9 @@ UNLOCK_MIGRATIONS = "SELECT pg_advisory_unlock(hashtextextended('tickets-ingest:
 
 APPLIED_MIGRATIONS = "SELECT version, checksum FROM tickets.schema_migrations ORDER BY version"
 
+# NULL until the first migration ran; reading it needs no privilege on the schema.
+MIGRATIONS_TABLE_EXISTS = "SELECT to_regclass('tickets.schema_migrations')::text"
+
 RECORD_MIGRATION = """
 INSERT INTO tickets.schema_migrations (version, name, checksum)
 VALUES (:version, :name, :checksum)

@@ -19,6 +19,7 @@ from tickets_ingest.dal.db import DatabaseError, InterfaceError, error_fields
 from tickets_ingest.errors import ConfigError, IngestError, SyncBusy
 from tickets_ingest.handlers import render
 from tickets_ingest.logic import operator
+from tickets_ingest.logic.grants import runtime_grants
 from tickets_ingest.logic.runtime import Runtime
 from tickets_ingest.logic.status import dataset_status, history
 from tickets_ingest.logic.sync import SyncOptions, sync
@@ -89,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     commands.add_parser("migrate", help="create or upgrade the tickets schema")
+
+    grants = commands.add_parser(
+        "grants", help="print the GRANT statements the function's DML-only database role needs"
+    )
+    grants.add_argument("--role", required=True, metavar="NAME", help="the runtime role")
 
     ledger = commands.add_parser("history", help="the ledger of file decisions, newest first")
     ledger.add_argument("--dataset", required=True, metavar="NAME")
@@ -266,6 +272,12 @@ def _migrate(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _grants(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
+    for line in runtime_grants(runtime, args.role):
+        print(line, file=out)
+    return EXIT_OK
+
+
 def _history(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
     entries = history(
         runtime, args.dataset, limit=args.limit, export_type=args.export_type, since=args.since
@@ -338,6 +350,7 @@ _COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace, TextIO], int]] = {
     "sync": _sync,
     "status": _status,
     "migrate": _migrate,
+    "grants": _grants,
     "history": _history,
     "replay": _replay,
     "quarantine": _quarantine,

@@ -15,7 +15,7 @@ from tickets_ingest.dal import sql
 from tickets_ingest.dal.credentials import connection_params, forget_cached_secret
 from tickets_ingest.dal.db import Database, DatabaseError, InterfaceError, sqlstate
 from tickets_ingest.dal.loader import TableLoader, aliases_json
-from tickets_ingest.dal.migrate import migrate
+from tickets_ingest.dal.migrate import migrate, require_migrated
 from tickets_ingest.dal.retry import RetryPolicy
 from tickets_ingest.dal.s3 import Bucket
 from tickets_ingest.errors import SchemaMismatch
@@ -56,8 +56,12 @@ class Runtime:
                 self._db.run("SELECT 1")
             except (InterfaceError, OSError, DatabaseError):
                 log.warning("the kept database connection no longer answers; reconnecting")
-        if self.settings.auto_migrate and not self._migrated:
-            self.migrate()
+        if not self._migrated:
+            if self.settings.auto_migrate:
+                self.migrate()
+            else:  # the deployed function: migrations are the owner's deploy step
+                require_migrated(self._connection())
+                self._migrated = True
         return self._connection()
 
     def migrate(self) -> list[str]:
