@@ -101,10 +101,9 @@ def fold(
             latest[ticket_id] = record  # the last occurrence wins
         for ticket_id, record in latest.items():
             typed = {c: _typed(c, record[c]) for c in kept}
-            stored = state.get(ticket_id)
-            if stored is not None and stored["updated_at"] is not None:
-                if typed["updated_at"] < stored["updated_at"]:
-                    continue  # older never overwrites newer
+            known = state.get(ticket_id, {}).get("updated_at")
+            if known is not None and typed["updated_at"] < known:
+                continue  # older never overwrites newer
             state[ticket_id] = typed
     return state
 
