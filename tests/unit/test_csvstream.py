@@ -297,6 +297,34 @@ class TestEndOfCopyMarker:
         for chunk in (1, 2, 3, 8192):
             assert serve(open_body(data, chunk), 3) == data, chunk
 
+    @pytest.mark.parametrize(
+        "data",
+        [
+            HEADER + b'T1,"line one\n\\.\nline three",b\n',  # a quoted multi-line value
+            HEADER + b'T1,"a\r\n\\.\r\nb",b\r\n',  # the same with CRLF
+            HEADER + b'T1,"\n\\.",b\n',  # the marker line ends at the closing quote
+            HEADER + b'T1,"say ""hi""\n\\.\n",b\n',  # escaped quotes before it
+            HEADER + b'T1,"x\n\\.',  # inside a quote left open at EOF (COPY refuses it)
+        ],
+    )
+    def test_a_marker_line_inside_quotes_is_data(self, data: bytes) -> None:
+        for chunk in (1, 2, 3, 5, 8192):
+            for read_size in (1, 3, 8192):
+                assert serve(open_body(data, chunk), read_size) == data, (chunk, read_size)
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            HEADER + b'T1,"quoted\nvalue",b\n\\.\nT2,c,d\n',  # after a closed multi-line value
+            HEADER + b'T1,"say ""hi""",b\n\\.\n',  # after escaped quotes
+            HEADER + b'T1,"a",b\n"\n\\.\n"\n\\.\n',  # after a quoted line, outside again
+        ],
+    )
+    def test_a_marker_line_after_quotes_close_is_rejected(self, data: bytes) -> None:
+        for chunk in (1, 2, 3, 5, 8192):
+            for read_size in (1, 3, 8192):
+                assert "\\." in rejected(data, chunk, read_size).reason
+
 
 # --- properties ---------------------------------------------------------------------------
 
