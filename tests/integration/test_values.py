@@ -19,7 +19,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import Env
+from tests.e2e.conftest import LambdaWorld, world  # noqa: F401 - registers the fixture
+from tests.integration.test_time_budget import emf_documents
 from tests.support.rows import csv_bytes, key, row
+from tickets_devkit.event_path import FakeLambdaContext
 from tickets_ingest.core.schema import (
     COLUMN_KINDS,
     MAX_KEY_LENGTH,
@@ -503,6 +506,25 @@ def test_a_file_whose_content_the_database_refuses_is_blocked_by_name(
     assert code == EXIT_FAILED
     status = json.loads(out)
     assert status["blocked"]["key"] == T1 and status["pending"] == [T1, T2]
+
+
+def test_the_function_counts_a_refused_file_as_files_rejected(
+    world: LambdaWorld,  # noqa: F811 - the fixture's name
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = world.env
+    env.db().run("ALTER TABLE tickets.incidents ADD CONSTRAINT named CHECK (owner <> 'nobody')")
+    env.put(T0, csv_bytes([row("INC1")]))
+    env.put(T1, csv_bytes([row("INC2", owner="nobody")]))
+    world.path.sqs.purge_queue(QueueUrl=world.path.queue_url)
+    capsys.readouterr()
+
+    result = world.handler({"dataset": "inc"}, FakeLambdaContext(remaining_ms=lambda: 300_000))
+
+    assert result["ok"] is False and T1 in result["rejected"]
+    [metrics] = emf_documents(capsys.readouterr().out, "inc")
+    assert metrics["FilesRejected"] == 1 and metrics["FilesApplied"] == 1
+    assert env.db().run("SELECT source_key FROM tickets.blocked_files") == [[T1]]
 
 
 def _raising_trigger(env: Env, errcode: str) -> None:
