@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -67,70 +68,64 @@ def apply_file(
     csv_body = CsvBody(obj.key, body, on_progress=on_progress)
     file_columns = check_header(obj.key, csv_body.header)
     counts = RowCounts()
-    try:
-        with db.transaction(commit=not dry_run):
-            db.run(statements.SET_FILE_SESSION, timezone=ctx.source_timezone)
-            db.run(ctx.loader.create_staging)
-            _copy(db, ctx.loader, obj.key, file_columns, csv_body)
-            timings["copy"] = _ms_since(clock)
-            reached(Step.STAGED, obj.key)
+    with _named_failures(obj.key), db.transaction(commit=not dry_run):
+        db.run(statements.SET_FILE_SESSION, timezone=ctx.source_timezone)
+        db.run(ctx.loader.create_staging)
+        _copy(db, ctx.loader, obj.key, file_columns, csv_body)
+        timings["copy"] = _ms_since(clock)
+        reached(Step.STAGED, obj.key)
 
-            (
-                counts.read,
-                counts.sentinel_filtered,
-                counts.rejected,
-                counts.alarm_filtered,
-                candidates,
-            ) = db.one(ctx.loader.reject_bad_rows)
-            if counts.rejected and _set_aside_superseded(db, ctx, counts):
-                counts.alarm_filtered, candidates = db.one(ctx.loader.candidate_counts)
-            _check_reject_share(db, ctx, obj.key, file_columns, counts)
+        (
+            counts.read,
+            counts.sentinel_filtered,
+            counts.rejected,
+            counts.alarm_filtered,
+            candidates,
+        ) = db.one(ctx.loader.reject_bad_rows)
+        if counts.rejected and _set_aside_superseded(db, ctx, counts):
+            counts.alarm_filtered, candidates = db.one(ctx.loader.candidate_counts)
+        _check_reject_share(db, ctx, obj.key, file_columns, counts)
 
-            try:
-                with db.savepoint("typed"):
-                    _upsert(db, ctx, source_key, counts, candidates=candidates)
-            except DatabaseError as exc:
-                if not sqlstate(exc).startswith("22"):
-                    raise
-                # Some value is not a literal or does not cast: find every bad row exactly,
-                # set them aside (with the earlier occurrences of their tickets), retry.
-                db.run(ctx.loader.find_bad_values)
-                counts.rejected += db.row_count
-                _set_aside_superseded(db, ctx, counts)
-                counts.alarm_filtered, candidates = db.one(ctx.loader.candidate_counts)
-                _check_reject_share(db, ctx, obj.key, file_columns, counts)
+        try:
+            with db.savepoint("typed"):
                 _upsert(db, ctx, source_key, counts, candidates=candidates)
-            timings["upsert"] = _ms_since(clock) - timings["copy"]
-            reached(Step.UPSERTED, obj.key)
+        except DatabaseError as exc:
+            if not sqlstate(exc).startswith("22"):
+                raise
+            # Some value is not a literal or does not cast: find every bad row exactly,
+            # set them aside (with the earlier occurrences of their tickets), retry.
+            db.run(ctx.loader.find_bad_values)
+            counts.rejected += db.row_count
+            _set_aside_superseded(db, ctx, counts)
+            counts.alarm_filtered, candidates = db.one(ctx.loader.candidate_counts)
+            _check_reject_share(db, ctx, obj.key, file_columns, counts)
+            _upsert(db, ctx, source_key, counts, candidates=candidates)
+        timings["upsert"] = _ms_since(clock) - timings["copy"]
+        reached(Step.UPSERTED, obj.key)
 
-            if counts.rejected:
-                _save_rejected_rows(db, ctx, source_key, obj.etag, file_columns)
-            duration_ms = _ms_since(clock)
-            ledger.record_file(
-                db,
-                dataset=ctx.dataset,
-                key=source_key,
-                etag=obj.etag,
-                export_type=planned.export_type,
-                counts=counts,
-                bytes_read=csv_body.bytes_read,
-                started_at=started_at,
-                duration_ms=duration_ms,
-                metadata={
-                    "source_max_key": watermark_after,
-                    "source_size": obj.size,
-                    "file_timestamp": obj.timestamp.isoformat(),
-                    "timings_ms": timings,
-                    **({"read_from": obj.key} if source_key != obj.key else {}),
-                },
-            )
-            ledger.clear_blocked(db, ctx.dataset)
-            reached(Step.LEDGER_WRITTEN, obj.key)
-    except DatabaseError as exc:
-        named = _named(obj.key, exc)
-        if named is None:
-            raise
-        raise named from exc
+        if counts.rejected:
+            _save_rejected_rows(db, ctx, source_key, obj.etag, file_columns)
+        duration_ms = _ms_since(clock)
+        ledger.record_file(
+            db,
+            dataset=ctx.dataset,
+            key=source_key,
+            etag=obj.etag,
+            export_type=planned.export_type,
+            counts=counts,
+            bytes_read=csv_body.bytes_read,
+            started_at=started_at,
+            duration_ms=duration_ms,
+            metadata={
+                "source_max_key": watermark_after,
+                "source_size": obj.size,
+                "file_timestamp": obj.timestamp.isoformat(),
+                "timings_ms": timings,
+                **({"read_from": obj.key} if source_key != obj.key else {}),
+            },
+        )
+        ledger.clear_blocked(db, ctx.dataset)
+        reached(Step.LEDGER_WRITTEN, obj.key)
     return FileResult(
         key=obj.key,
         etag=obj.etag,
@@ -207,6 +202,18 @@ def _save_rejected_rows(
     db: Database, ctx: ApplyContext, key: str, etag: str, columns: tuple[str, ...]
 ) -> None:
     db.run(ctx.loader.save_rejected(columns), dataset=ctx.dataset, source_key=key, etag=etag)
+
+
+@contextmanager
+def _named_failures(key: str) -> Iterator[None]:
+    """A database error while applying ``key`` leaves as ``_named`` says."""
+    try:
+        yield
+    except DatabaseError as exc:
+        named = _named(key, exc)
+        if named is None:
+            raise
+        raise named from exc
 
 
 def _named(key: str, error: Exception) -> FileRejected | FileFailed | None:
