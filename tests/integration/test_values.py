@@ -392,6 +392,33 @@ def test_a_value_is_typed_only_when_it_has_its_shape(env: Env, kind: Kind) -> No
         )
 
 
+SAMPLE_COLUMNS = {
+    Kind.TIMESTAMPTZ: "closed_at",
+    Kind.DATE: "week_start",
+    Kind.DOUBLE: "latitude",
+    Kind.NUMERIC: "mttr",
+}
+
+
+@pytest.mark.parametrize("kind", list(SAMPLES), ids=lambda k: k.name)
+def test_the_upserts_cast_path_takes_exactly_the_shapes(env: Env, kind: Kind) -> None:
+    """The same samples through a file: the upsert's own quick checks (a per-row character
+    class, per-value layouts) let through exactly what has the shape."""
+    env.set(MAX_REJECTED_SHARE="1")
+    column = SAMPLE_COLUMNS[kind]
+    accepted, refused = SAMPLES[kind]
+    values = [*accepted, *refused]
+    env.put(T0, csv_bytes([row(f"S{i:02d}", **{column: v}) for i, v in enumerate(values)]))
+
+    report = sync(env.runtime(), "inc")
+
+    assert report.ok
+    kept = {r[0] for r in env.db().run("SELECT ticket_id FROM tickets.incidents")}
+    assert kept == {f"S{i:02d}" for i in range(len(accepted))}
+    lines = [line for _, line, _ in rejected_rows(env)]
+    assert lines == [2 + len(accepted) + i for i in range(len(refused))]
+
+
 def test_special_words_are_set_aside_with_line_and_column(env: Env) -> None:
     env.set(MAX_REJECTED_SHARE="1")
     words = [

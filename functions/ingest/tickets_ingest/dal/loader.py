@@ -62,15 +62,61 @@ def _is_alarm() -> str:
     )
 
 
+# The cast path's quick check (the exporter's own layout) is cheap per value, but its
+# character class is a regex call: taken once per row over the row's values joined
+# (``q.plain_*``, below), it costs nearly nothing. A value that passes its layout and whose
+# row is plain is exactly of its shape; anything else goes through ``tickets.literal``.
+_PLAIN_CHARS = {Kind.TIMESTAMPTZ: "0-9 :-", Kind.DATE: "0-9 :-", Kind.DOUBLE: "0-9.-"}
+_PLAIN_CHARS[Kind.NUMERIC] = _PLAIN_CHARS[Kind.DOUBLE]
+_LAYOUT = {
+    # Fixed separators, and no other separator in a digit's place.
+    Kind.TIMESTAMPTZ: (
+        "LIKE '____-__-__ __:__:__'",
+        "NOT LIKE '%-%-%-%'",
+        "NOT LIKE '%:%:%:%'",
+        "NOT LIKE '% % %'",
+    ),
+    Kind.DATE: ("LIKE '____-__-__'", "NOT LIKE '%-%-%-%'"),
+    # Digits, '.' and '-' only: of the shape, or refused by the cast itself.
+    Kind.DOUBLE: (),
+    Kind.NUMERIC: (),
+}
+
+
+def _plain_flag(kind: Kind) -> str:
+    return "q.plain_numbers" if _PLAIN_CHARS[kind] == _PLAIN_CHARS[Kind.DOUBLE] else "q.plain_times"
+
+
+def _plain_row(columns: tuple[str, ...]) -> str:
+    """The per-row flags of ``_cast``'s quick check, as a lateral subquery."""
+    flags = []
+    for flag in ("q.plain_times", "q.plain_numbers"):
+        typed = [
+            c
+            for c in columns
+            if COLUMN_KINDS[c] in _LAYOUT and _plain_flag(COLUMN_KINDS[c]) == flag
+        ]
+        chars = _PLAIN_CHARS[Kind.DATE if flag == "q.plain_times" else Kind.DOUBLE]
+        joined = ", ".join(f"s.{_q(c)}" for c in typed) or "''"
+        flags.append(f"concat({joined}) !~ '[^{chars}]' AS {flag[2:]}")
+    # OFFSET 0: evaluated once per row, not once per reference.
+    return f"CROSS JOIN LATERAL (SELECT {', '.join(flags)} OFFSET 0) AS q"
+
+
 def _cast(column: str) -> str:
     """The typed value of a staged column: empty is NULL, text stays text, and a typed value
     must be a literal of its kind's shape (``core.schema.VALUE_SHAPES``)."""
     kind = COLUMN_KINDS[column]
+    value = f"s.{_q(column)}"
     if kind is Kind.TEXT:
-        return f"nullif(s.{_q(column)}, '')"
+        return f"nullif({value}, '')"
     if kind is Kind.BOOLEAN:
-        return f"CAST(nullif(btrim(s.{_q(column)}), '') AS {kind.value})"
-    return f"CAST(tickets.literal(s.{_q(column)}, '{kind.value}') AS {kind.value})"
+        return f"CAST(nullif(btrim({value}), '') AS {kind.value})"
+    quick = " AND ".join((_plain_flag(kind), *(f"{value} {test}" for test in _LAYOUT[kind])))
+    return (
+        f"CAST(CASE WHEN {value} = '' THEN NULL WHEN {quick} THEN {value}\n"
+        f"                ELSE tickets.literal({value}, '{kind.value}') END AS {kind.value})"
+    )
 
 
 def _row_problem() -> str:
@@ -259,7 +305,7 @@ class TableLoader:
             # Counted apart from the rows written: the guard may keep some out.
             f"latest AS MATERIALIZED (\n"
             f"    SELECT DISTINCT ON (s.{_q(KEY_COLUMN)})\n           {select_list}\n"
-            f"    FROM {STAGING} AS s{joins}\n"
+            f"    FROM {STAGING} AS s {_plain_row(columns)}{joins}\n"
             f"    WHERE {self._candidate_filter(exclude_rejected=exclude_rejected)}\n"
             # The last occurrence of a ticket_id within the file wins.
             f"    ORDER BY s.{_q(KEY_COLUMN)}, s.rec_no DESC\n)"
