@@ -45,6 +45,7 @@ $$;
 -- so the exporter's own layouts are checked first with LIKE and a character class (~1 us):
 -- fixed separators, no other separator, nothing but digits. A number made only of digits,
 -- '.' and '-' is either of the shape or refused by the cast itself.
+-- (The upsert, dal/loader.py, takes the character class once per row before calling this.)
 CREATE OR REPLACE FUNCTION tickets.literal(value text, kind text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
