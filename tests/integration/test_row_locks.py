@@ -75,9 +75,7 @@ def test_a_lock_held_elsewhere_fails_the_file_names_the_holder_and_frees_the_dat
     other.run("ROLLBACK")
     assert cli("sync", "--dataset", "inc", "--apply")[0] == EXIT_OK
     assert db.scalar("SELECT count(*) FROM tickets.import_meta") == 2
-    assert db.scalar(
-        "SELECT source_key FROM tickets.incidents WHERE ticket_id = 'INC1'"
-    ) == SECOND
+    assert db.scalar("SELECT source_key FROM tickets.incidents WHERE ticket_id = 'INC1'") == SECOND
     other.close()
 
 
