@@ -4,7 +4,7 @@
   over by the next sync, which ends its session;
 - a pid alone never identifies the victim: a lease whose backend_start differs from the
   lock holder's (the pid was reused) is never acted on;
-- a live, applying holder is told to list again, and does, before it lets go;
+- a live, takes_news holder is told to list again, and does, before it lets go;
 - a holder taken over stops with LockLost (exit 75) even though the retry layer sees only
   a lost connection, and never applies again.
 """
@@ -32,7 +32,7 @@ HOLD = "SELECT pg_advisory_lock(hashtextextended('tickets-ingest:inc', 0))"
 # A lease for this session, as a holder writes it, whose last heartbeat is long ago.
 SILENT_LEASE = """
 INSERT INTO tickets.dataset_leases
-    (dataset, holder_pid, holder_started, holder_name, applying, stale_seconds, heartbeat_at)
+    (dataset, holder_pid, holder_started, holder_name, takes_news, stale_seconds, heartbeat_at)
 SELECT 'inc', pid, backend_start + CAST(:shift AS interval), application_name, true, 1,
        now() - interval '1 hour'
 FROM pg_stat_activity WHERE pid = pg_backend_pid()
@@ -139,7 +139,7 @@ def test_a_dry_run_holder_takes_no_news(env: Env) -> None:
     holder = Database.connect(env.database_url)
     holder.scalar(HOLD)
     holder.run(
-        "INSERT INTO tickets.dataset_leases (dataset, holder_pid, holder_started, applying)"
+        "INSERT INTO tickets.dataset_leases (dataset, holder_pid, holder_started, takes_news)"
         " SELECT 'inc', pid, backend_start, false FROM pg_stat_activity"
         " WHERE pid = pg_backend_pid()"
     )

@@ -15,10 +15,11 @@ lock. That is safe: a file's rows and ledger row commit together, so the ended t
 rolls back whole and can never commit later. The old holder, if it still runs, finds the
 lease taken (heartbeat, or its reconnect) and stops with ``LockLost``.
 
-A contender that finds the holder *alive* and applying bumps the lease's news counter; the
-holder compares it before letting go (``release_unless_news``) and lists the dataset again
-if it moved, so whatever the contender came for is picked up and its message can be
-acknowledged (``SyncBusy.handed_over``).
+A contender that finds the holder *alive*, and taking news (a sync that applies; not a dry
+run, a replay or a quarantine), bumps the lease's news counter; the holder compares it
+before letting go (``release_unless_news``) and lists the dataset again if it moved, so
+whatever the contender came for is picked up and its message can be acknowledged
+(``SyncBusy.handed_over``).
 
 Ending another session needs the same database role, or ``pg_signal_backend`` (and
 ``pg_read_all_stats`` to see another role's backend_start): see ``tickets-ingest grants``.
@@ -59,7 +60,7 @@ class _Lease:
     pid: int | None
     started: datetime | None
     name: str | None
-    applying: bool
+    takes_news: bool
     stale_seconds: float
     silent_seconds: float
     news: int
@@ -96,13 +97,13 @@ class DatasetLock:
         *,
         connect: Callable[[], Database],
         settings: LockSettings,
-        applying: bool,
+        takes_news: bool,
     ) -> None:
         self.dataset = dataset
         self._db = db
         self._connect = connect
         self._settings = settings
-        self._applying = applying
+        self._takes_news = takes_news
         self._identity: Identity | None = None
         self._seen_news = 0
         self._mutex = threading.Lock()  # the identity, against the heartbeat
@@ -121,12 +122,12 @@ class DatasetLock:
         connect: Callable[[], Database],
         settings: LockSettings,
         wait_seconds: float = 0.0,
-        applying: bool = True,
+        takes_news: bool = False,
         hand_over: bool = False,
     ) -> Iterator[DatasetLock]:
         """The lock for the block, or ``SyncBusy`` (``handed_over`` when the live holder
         was told to pick up this sync's news: only asked for with ``hand_over``)."""
-        lock = cls(db, dataset, connect=connect, settings=settings, applying=applying)
+        lock = cls(db, dataset, connect=connect, settings=settings, takes_news=takes_news)
         lock._acquire(wait_seconds, hand_over)
         try:
             yield lock
@@ -152,7 +153,7 @@ class DatasetLock:
                         if self._take_over(lease):
                             return
                         continue
-                    if hand_over and lease.applying and self._bump_news(lease):
+                    if hand_over and lease.takes_news and self._bump_news(lease):
                         raise SyncBusy(self.dataset, self._describe(), handed_over=True)
             limit = max(wait_seconds, LETTING_GO_SECONDS) if letting_go else wait_seconds
             left = limit - (time.monotonic() - started)
@@ -176,7 +177,7 @@ class DatasetLock:
             news, pid, started = self._db.one(
                 sql.LEASE_ACQUIRE,
                 dataset=self.dataset,
-                applying=self._applying,
+                takes_news=self._takes_news,
                 stale_seconds=self._settings.stale_seconds,
             )
         except BaseException:
@@ -199,7 +200,7 @@ class DatasetLock:
             dataset=self.dataset,
             pid=lease.pid,
             started=lease.started,
-            applying=self._applying,
+            takes_news=self._takes_news,
             stale_seconds=self._settings.stale_seconds,
         )
         if not claimed:

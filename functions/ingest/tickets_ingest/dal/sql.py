@@ -52,10 +52,10 @@ LIMIT 1
 # news counter is kept (a holder only compares it with what it read here).
 LEASE_ACQUIRE = """
 INSERT INTO tickets.dataset_leases AS l (
-    dataset, holder_pid, holder_started, holder_name, applying, stale_seconds,
+    dataset, holder_pid, holder_started, holder_name, takes_news, stale_seconds,
     acquired_at, heartbeat_at, waiting_for
 )
-SELECT :dataset, a.pid, a.backend_start, a.application_name, :applying, :stale_seconds,
+SELECT :dataset, a.pid, a.backend_start, a.application_name, :takes_news, :stale_seconds,
        clock_timestamp(), clock_timestamp(), NULL
 FROM pg_stat_activity AS a
 WHERE a.pid = pg_backend_pid()
@@ -63,7 +63,7 @@ ON CONFLICT (dataset) DO UPDATE SET
     holder_pid = excluded.holder_pid,
     holder_started = excluded.holder_started,
     holder_name = excluded.holder_name,
-    applying = excluded.applying,
+    takes_news = excluded.takes_news,
     stale_seconds = excluded.stale_seconds,
     acquired_at = excluded.acquired_at,
     heartbeat_at = excluded.heartbeat_at,
@@ -105,18 +105,18 @@ RETURNING news, waiting_for
 """
 
 LEASE = """
-SELECT holder_pid, holder_started, holder_name, applying, stale_seconds,
+SELECT holder_pid, holder_started, holder_name, takes_news, stale_seconds,
        extract(epoch FROM clock_timestamp() - heartbeat_at)::float8, news, waiting_for
 FROM tickets.dataset_leases
 WHERE dataset = :dataset
 """
 
 # A contender found the holder alive: the holder lists again before it lets go, so this
-# sync's news is picked up. No row: the holder is not applying or is letting go.
+# sync's news is picked up. No row: the holder is not takes_news or is letting go.
 LEASE_BUMP_NEWS = """
 UPDATE tickets.dataset_leases
 SET news = news + 1
-WHERE dataset = :dataset AND holder_pid = :pid AND holder_started = :started AND applying
+WHERE dataset = :dataset AND holder_pid = :pid AND holder_started = :started AND takes_news
   AND heartbeat_at >= clock_timestamp() - make_interval(secs => stale_seconds)
 RETURNING news
 """
@@ -126,7 +126,7 @@ RETURNING news
 LEASE_CLAIM = """
 UPDATE tickets.dataset_leases AS l
 SET holder_pid = a.pid, holder_started = a.backend_start, holder_name = a.application_name,
-    applying = :applying, stale_seconds = :stale_seconds, heartbeat_at = clock_timestamp(),
+    takes_news = :takes_news, stale_seconds = :stale_seconds, heartbeat_at = clock_timestamp(),
     acquired_at = clock_timestamp(), waiting_for = NULL
 FROM pg_stat_activity AS a
 WHERE a.pid = pg_backend_pid()
@@ -147,7 +147,7 @@ WHERE a.pid = :pid AND a.backend_start = :started
 # Let go unless news arrived since ``seen`` (then the holder lists again first).
 LEASE_RELEASE_UNLESS_NEWS = """
 UPDATE tickets.dataset_leases
-SET holder_pid = NULL, holder_started = NULL, applying = false, waiting_for = NULL
+SET holder_pid = NULL, holder_started = NULL, takes_news = false, waiting_for = NULL
 WHERE dataset = :dataset AND holder_pid = :pid AND holder_started = :started
   AND news = :seen
 RETURNING news
@@ -158,13 +158,13 @@ RETURNING news
 LEASE_UNCLAIM = """
 UPDATE tickets.dataset_leases
 SET holder_pid = :pid, holder_started = :started, heartbeat_at = to_timestamp(0),
-    applying = false
+    takes_news = false
 WHERE dataset = :dataset AND holder_pid = pg_backend_pid()
 """
 
 LEASE_RELEASE = """
 UPDATE tickets.dataset_leases
-SET holder_pid = NULL, holder_started = NULL, applying = false, waiting_for = NULL
+SET holder_pid = NULL, holder_started = NULL, takes_news = false, waiting_for = NULL
 WHERE dataset = :dataset AND holder_pid = :pid AND holder_started = :started
 """
 
@@ -252,7 +252,7 @@ WHERE dataset = :dataset
 
 REJECTED_ROW_COUNT = "SELECT count(*) FROM tickets.rejected_rows WHERE dataset = :dataset"
 
-# --- applying one file (session settings for this transaction only) -------------------
+# --- takes_news one file (session settings for this transaction only) -------------------
 
 # Naive timestamps in the CSV are source-time-zone wall time; ISO dates; enough work_mem
 # for a baseline's de-duplicating sort to stay in memory instead of spilling; and bounded

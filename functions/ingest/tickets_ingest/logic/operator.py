@@ -166,7 +166,7 @@ def _replay(
 ) -> SyncReport:
     ctx = runtime.apply_context(dataset)
     db = runtime.db()
-    with runtime.dataset_lock(dataset, applying=not dry_run) as lock:
+    with runtime.dataset_lock(dataset) as lock:  # a replay lists no news: takes none
         files = choose(db)  # under the lock: no sync changes the ledger meanwhile
         watermark = ledger.watermark(db, dataset)
         plan = Plan(dataset, watermark, files, (), (), ())

@@ -104,7 +104,7 @@ class Runtime:
         dataset: str,
         wait_seconds: float | None = None,
         *,
-        applying: bool = True,
+        takes_news: bool = False,
         hand_over: bool = False,
     ) -> AbstractContextManager[DatasetLock]:
         """The dataset's sync lock on this runtime's connection, its lease kept alive by a
@@ -116,7 +116,7 @@ class Runtime:
             connect=lambda: self._connect("lease"),
             settings=self.settings.lock,
             wait_seconds=wait,
-            applying=applying,
+            takes_news=takes_news,
             hand_over=hand_over,
         )
 

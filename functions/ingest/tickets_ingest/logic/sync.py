@@ -84,7 +84,7 @@ def sync(runtime: Runtime, dataset: str, options: SyncOptions | None = None) -> 
     with runtime.dataset_lock(
         dataset,
         options.lock_wait_seconds,
-        applying=not options.dry_run,
+        takes_news=not options.dry_run,  # it lists again before it lets go
         hand_over=options.hand_over,
     ) as lock:
         report = _sync_once(runtime, dataset, ctx, options, lock)

@@ -10,7 +10,9 @@ CREATE TABLE IF NOT EXISTS tickets.dataset_leases (
     holder_pid     integer,
     holder_started timestamptz,
     holder_name    text,                       -- application_name, for messages
-    applying       boolean     NOT NULL DEFAULT false,  -- a dry run picks up no news
+    -- The holder lists again before it lets go when news arrives (a sync that applies;
+    -- not a dry run, a replay or a quarantine).
+    takes_news     boolean     NOT NULL DEFAULT false,
     stale_seconds  double precision NOT NULL DEFAULT 20, -- the holder's LOCK_STALE_SECONDS
     acquired_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     heartbeat_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
