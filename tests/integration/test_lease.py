@@ -4,7 +4,8 @@
   over by the next sync, which ends its session;
 - a pid alone never identifies the victim: a lease whose backend_start differs from the
   lock holder's (the pid was reused) is never acted on;
-- a live, takes_news holder is told to list again, and does, before it lets go;
+- a live holder that applies is told to list again, and does, before it lets go (one that
+  went quiet, or a dry run, is trusted with nothing);
 - a holder taken over stops with LockLost (exit 75) even though the retry layer sees only
   a lost connection, and never applies again.
 """
@@ -146,6 +147,24 @@ def test_a_dry_run_holder_takes_no_news(env: Env) -> None:
     with pytest.raises(SyncBusy) as busy:
         sync(env.runtime(), "inc", SyncOptions(hand_over=True))
     assert not busy.value.handed_over
+
+
+def test_a_quiet_holder_is_not_trusted_with_news(env: Env) -> None:
+    """Heard from 10 s ago, stale after 20 s: perhaps dead already. The busy sync is not
+    handed over (its message would wait for a holder that never lists again)."""
+    env.put(key(STAMPS[0]), csv_bytes([row("INC1")]))
+    holder = Database.connect(env.database_url)
+    holder.scalar(HOLD)
+    holder.run(
+        "INSERT INTO tickets.dataset_leases"
+        " (dataset, holder_pid, holder_started, takes_news, stale_seconds, heartbeat_at)"
+        " SELECT 'inc', pid, backend_start, true, 20, now() - interval '10 seconds'"
+        " FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+    )
+    with pytest.raises(SyncBusy, match="heartbeat 10 s ago") as busy:
+        sync(env.runtime(), "inc", SyncOptions(hand_over=True))
+    assert not busy.value.handed_over
+    assert holder.scalar("SELECT news FROM tickets.dataset_leases") == 0
 
 
 def test_a_holder_taken_over_stops_with_lock_lost_and_never_applies_again(

@@ -112,12 +112,15 @@ WHERE dataset = :dataset
 """
 
 # A contender found the holder alive: the holder lists again before it lets go, so this
-# sync's news is picked up. No row: the holder is not takes_news or is letting go.
+# sync's news is picked up. Only a holder heard from very recently (a third of its stale
+# time: about one heartbeat) is trusted with it; one quiet for longer may be dead, and the
+# contender waits to take it over instead. No row: not handed over (not taking news, or
+# letting go, or quiet).
 LEASE_BUMP_NEWS = """
 UPDATE tickets.dataset_leases
 SET news = news + 1
 WHERE dataset = :dataset AND holder_pid = :pid AND holder_started = :started AND takes_news
-  AND heartbeat_at >= clock_timestamp() - make_interval(secs => stale_seconds)
+  AND heartbeat_at >= clock_timestamp() - make_interval(secs => stale_seconds / 3)
 RETURNING news
 """
 
@@ -252,7 +255,7 @@ WHERE dataset = :dataset
 
 REJECTED_ROW_COUNT = "SELECT count(*) FROM tickets.rejected_rows WHERE dataset = :dataset"
 
-# --- takes_news one file (session settings for this transaction only) -------------------
+# --- applying one file (session settings for this transaction only) -------------------
 
 # Naive timestamps in the CSV are source-time-zone wall time; ISO dates; enough work_mem
 # for a baseline's de-duplicating sort to stay in memory instead of spilling; and bounded
