@@ -110,6 +110,7 @@ class DatasetLock:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._lost: str | None = None
+        self._released = False
         self._wait_sample: str | None = None
 
     @classmethod
@@ -140,8 +141,7 @@ class DatasetLock:
         db = self._db
         started = time.monotonic()
         while True:
-            if db.scalar(sql.TRY_DATASET_LOCK, dataset=self.dataset):
-                self._take()
+            if self._try_take():
                 return
             holder = db.run(sql.LOCK_HOLDER, dataset=self.dataset)
             lease = _lease(db, self.dataset)
@@ -171,25 +171,31 @@ class DatasetLock:
         )
         return bool(rows)
 
-    def _take(self) -> None:
-        """The advisory lock is ours: name this backend in the lease, start the heartbeat."""
+    def _try_take(self) -> bool:
+        """Take the lock if it is free, naming this backend in the lease, and start the
+        heartbeat; False if another session holds it."""
         try:
-            news, pid, started = self._db.one(
-                sql.LEASE_ACQUIRE,
+            rows = self._db.run(
+                sql.TAKE_DATASET_LOCK,
                 dataset=self.dataset,
                 takes_news=self._takes_news,
                 stale_seconds=self._settings.stale_seconds,
             )
         except BaseException:
+            # The lock may be ours though the lease failed: a session lock outlives errors.
             with suppress(InterfaceError, DatabaseError, OSError):
                 self._db.scalar(sql.UNLOCK_DATASET, dataset=self.dataset)
             raise
+        if not rows:
+            return False
+        news, pid, started = rows[0]
         self._identity = (int(pid), started)
         self._seen_news = int(news)
         self._heartbeat = threading.Thread(
             target=self._beat, name=f"tickets-lease-{self.dataset}", daemon=True
         )
         self._heartbeat.start()
+        return True
 
     def _take_over(self, lease: _Lease) -> bool:
         """End the silent holder's backend and take the lock; False if another contender
@@ -228,7 +234,7 @@ class DatasetLock:
                 "`tickets-ingest grants`); nothing done",
             ) from None
         deadline = time.monotonic() + TERMINATED_WITHIN_SECONDS
-        while not db.scalar(sql.TRY_DATASET_LOCK, dataset=self.dataset):
+        while not self._try_take():
             if time.monotonic() > deadline:
                 self._give_back_claim(lease)
                 raise SyncBusy(
@@ -237,7 +243,6 @@ class DatasetLock:
                     f"{TERMINATED_WITHIN_SECONDS:g} s after pg_terminate_backend; nothing done",
                 )
             time.sleep(0.05)
-        self._take()
         return True
 
     def _give_back_claim(self, lease: _Lease) -> None:
@@ -371,13 +376,14 @@ class DatasetLock:
         identity = self._identity
         assert identity is not None
         released = self._db.run(
-            sql.LEASE_RELEASE_UNLESS_NEWS,
+            sql.RELEASE_UNLESS_NEWS,
             dataset=self.dataset,
             pid=identity[0],
             started=identity[1],
             seen=self._seen_news,
         )
         if released:
+            self._released = True
             self.release()
             return True
         lease = _lease(self._db, self.dataset)
@@ -397,10 +403,7 @@ class DatasetLock:
             self._heartbeat.join(timeout=5)
         with self._mutex:
             identity, self._identity = self._identity, None
-        if identity is None or self._lost is not None or self._db.broken:
+        if identity is None or self._released or self._lost is not None or self._db.broken:
             return
         with suppress(InterfaceError, DatabaseError, OSError):
-            self._db.run(
-                sql.LEASE_RELEASE, dataset=self.dataset, pid=identity[0], started=identity[1]
-            )
-            self._db.scalar(sql.UNLOCK_DATASET, dataset=self.dataset)
+            self._db.run(sql.RELEASE, dataset=self.dataset, pid=identity[0], started=identity[1])

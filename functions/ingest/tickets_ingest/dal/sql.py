@@ -48,17 +48,21 @@ WHERE l.locktype = 'advisory' AND l.granted
 LIMIT 1
 """
 
-# Run by the lock's new holder on its apply connection: the lease names this backend. The
-# news counter is kept (a holder only compares it with what it read here).
-LEASE_ACQUIRE = """
+# Try the lock and, if it is ours, name this backend in the lease: one round trip (the
+# advisory lock is a session lock, it outlives this statement). No row: the lock is held.
+# The news counter is kept (a holder only compares it with what it read here).
+TAKE_DATASET_LOCK = """
+WITH locked AS MATERIALIZED (
+    SELECT pg_try_advisory_lock(hashtextextended('tickets-ingest:' || :dataset, 0)) AS ok
+)
 INSERT INTO tickets.dataset_leases AS l (
     dataset, holder_pid, holder_started, holder_name, takes_news, stale_seconds,
     acquired_at, heartbeat_at, waiting_for
 )
 SELECT :dataset, a.pid, a.backend_start, a.application_name, :takes_news, :stale_seconds,
        clock_timestamp(), clock_timestamp(), NULL
-FROM pg_stat_activity AS a
-WHERE a.pid = pg_backend_pid()
+FROM pg_stat_activity AS a, locked
+WHERE a.pid = pg_backend_pid() AND locked.ok
 ON CONFLICT (dataset) DO UPDATE SET
     holder_pid = excluded.holder_pid,
     holder_started = excluded.holder_started,
@@ -147,13 +151,17 @@ FROM pg_stat_activity AS a
 WHERE a.pid = :pid AND a.backend_start = :started
 """
 
-# Let go unless news arrived since ``seen`` (then the holder lists again first).
-LEASE_RELEASE_UNLESS_NEWS = """
-UPDATE tickets.dataset_leases
-SET holder_pid = NULL, holder_started = NULL, takes_news = false, waiting_for = NULL
-WHERE dataset = :dataset AND holder_pid = :pid AND holder_started = :started
-  AND news = :seen
-RETURNING news
+# Let go unless news arrived since ``seen`` (then no row: the holder lists again first):
+# the lease and the advisory lock in one round trip.
+RELEASE_UNLESS_NEWS = """
+WITH released AS (
+    UPDATE tickets.dataset_leases
+    SET holder_pid = NULL, holder_started = NULL, takes_news = false, waiting_for = NULL
+    WHERE dataset = :dataset AND holder_pid = :pid AND holder_started = :started
+      AND news = :seen
+    RETURNING news
+)
+SELECT pg_advisory_unlock(hashtextextended('tickets-ingest:' || :dataset, 0)) FROM released
 """
 
 # A claim that did not lead to the lock is undone: the lease names the silent holder again,
@@ -165,10 +173,14 @@ SET holder_pid = :pid, holder_started = :started, heartbeat_at = to_timestamp(0)
 WHERE dataset = :dataset AND holder_pid = pg_backend_pid()
 """
 
-LEASE_RELEASE = """
-UPDATE tickets.dataset_leases
-SET holder_pid = NULL, holder_started = NULL, takes_news = false, waiting_for = NULL
-WHERE dataset = :dataset AND holder_pid = :pid AND holder_started = :started
+# Let go whatever the news (a dry run, a failed or stopped sync, a replay).
+RELEASE = """
+WITH released AS (
+    UPDATE tickets.dataset_leases
+    SET holder_pid = NULL, holder_started = NULL, takes_news = false, waiting_for = NULL
+    WHERE dataset = :dataset AND holder_pid = :pid AND holder_started = :started
+)
+SELECT pg_advisory_unlock(hashtextextended('tickets-ingest:' || :dataset, 0))
 """
 
 # Who holds a lock on the table the apply needs (a fallback when the heartbeat had no
