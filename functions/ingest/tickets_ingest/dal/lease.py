@@ -49,7 +49,7 @@ STATEMENT_TIMEOUT = "57014"
 INSUFFICIENT_PRIVILEGE = "42501"
 
 POLL_SECONDS = 0.25  # between tries of a busy lock
-LETTING_GO_SECONDS = 2.0  # a holder that released its lease unlocks within this
+LETTING_GO_SECONDS = 0.5  # a holder that cleared its lease unlocks within this (same statement)
 TERMINATED_WITHIN_SECONDS = 10.0  # an ended backend lets go of its locks within this
 
 Identity = tuple[int, datetime]  # pid, backend_start of the apply connection
