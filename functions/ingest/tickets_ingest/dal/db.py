@@ -7,6 +7,7 @@ failure inside a protocol exchange (e.g. the COPY source raising), so callers ch
 
 from __future__ import annotations
 
+import functools
 import io
 import socket
 import ssl
@@ -31,18 +32,32 @@ __all__ = [
 DatabaseError = pg8000.native.DatabaseError
 InterfaceError = pg8000.native.InterfaceError
 
+# sslmodes where a server without TLS is still spoken to.
+_TLS_OPTIONAL = frozenset({"allow", "prefer"})
 
-def _ssl_context(params: ConnectionParams, ca_bundle: Path | None) -> ssl.SSLContext | None:
-    if params.sslmode in {"disable", "allow", "prefer"}:
-        # pg8000 has no opportunistic TLS; local servers usually have none.
-        return None
-    context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
-    if params.sslmode == "require":
+
+@functools.cache
+def _tls_context(sslmode: str, ca_bundle: Path | None) -> ssl.SSLContext:
+    """One context per mode and bundle for the process: loading CA certificates costs
+    ~80 ms, which pg8000 would otherwise pay again on every connection."""
+    if sslmode in {"allow", "prefer", "require"}:
+        # Encrypted, not verified (libpq's meaning): no CA store to load at all.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    elif params.sslmode == "verify-ca":
+        return context
+    context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    if sslmode == "verify-ca":
         context.check_hostname = False
     return context
+
+
+def _ssl_context(params: ConnectionParams, ca_bundle: Path | None) -> ssl.SSLContext | bool:
+    """What pg8000 takes: False for no TLS at all, else the context to wrap the socket in
+    (pg8000's own default, None, would mean "try TLS" even for sslmode=disable)."""
+    if params.sslmode == "disable":
+        return False
+    return _tls_context(params.sslmode, ca_bundle)
 
 
 class Database:
@@ -61,22 +76,35 @@ class Database:
     ) -> Database:
         """Connect to a DATABASE_URL or resolved parameters (see ``dal.credentials``)."""
         params = parse_database_url(target) if isinstance(target, str) else target
-        connection = pg8000.native.Connection(
-            user=params.user,
-            password=params.password,
-            host=params.host,
-            port=params.port,
-            database=params.database,
-            ssl_context=_ssl_context(params, ca_bundle),
-            application_name=application_name,
-            timeout=60,
-        )
+        ssl_context = _ssl_context(params, ca_bundle)
+        try:
+            connection = cls._open(params, ssl_context, application_name)
+        except InterfaceError as error:
+            if params.sslmode not in _TLS_OPTIONAL or "refuses SSL" not in str(error):
+                raise
+            # allow/prefer: a server without TLS is spoken to in plain text, as libpq does.
+            connection = cls._open(params, False, application_name)
         # pg8000 leaves Nagle's algorithm on; with its many small writes per statement
         # that costs a delayed-ACK wait (~40 ms) per round trip on Linux.
         sock = getattr(connection, "_usock", None)
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(connection, params)
+
+    @staticmethod
+    def _open(
+        params: ConnectionParams, ssl_context: ssl.SSLContext | bool, application_name: str
+    ) -> Any:
+        return pg8000.native.Connection(
+            user=params.user,
+            password=params.password,
+            host=params.host,
+            port=params.port,
+            database=params.database,
+            ssl_context=ssl_context,
+            application_name=application_name,
+            timeout=60,
+        )
 
     @property
     def broken(self) -> bool:
