@@ -7,6 +7,7 @@ failure inside a protocol exchange (e.g. the COPY source raising), so callers ch
 
 from __future__ import annotations
 
+import functools
 import io
 import socket
 import ssl
@@ -31,6 +32,9 @@ __all__ = [
 
 DatabaseError = pg8000.native.DatabaseError
 InterfaceError = pg8000.native.InterfaceError
+
+# sslmodes where a server without TLS is still spoken to.
+_TLS_OPTIONAL = frozenset({"allow", "prefer"})
 
 
 def keepalive_timing(dead_peer_seconds: int) -> tuple[int, int, int]:
@@ -71,17 +75,28 @@ def _open_socket(host: str, port: int, dead_peer_seconds: int) -> socket.socket:
     return sock
 
 
-def _ssl_context(params: ConnectionParams, ca_bundle: Path | None) -> ssl.SSLContext | None:
-    if params.sslmode in {"disable", "allow", "prefer"}:
-        # pg8000 has no opportunistic TLS; local servers usually have none.
-        return None
-    context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
-    if params.sslmode == "require":
+@functools.cache
+def _tls_context(sslmode: str, ca_bundle: Path | None) -> ssl.SSLContext:
+    """One context per mode and bundle for the process: loading CA certificates costs
+    ~80 ms, which pg8000 would otherwise pay again on every connection."""
+    if sslmode in {"allow", "prefer", "require"}:
+        # Encrypted, not verified (libpq's meaning): no CA store to load at all.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    elif params.sslmode == "verify-ca":
+        return context
+    context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    if sslmode == "verify-ca":
         context.check_hostname = False
     return context
+
+
+def _ssl_context(params: ConnectionParams, ca_bundle: Path | None) -> ssl.SSLContext | bool:
+    """What pg8000 takes: False for no TLS at all, else the context to wrap the socket in
+    (pg8000's own default, None, would mean "try TLS" even for sslmode=disable)."""
+    if params.sslmode == "disable":
+        return False
+    return _tls_context(params.sslmode, ca_bundle)
 
 
 class Database:
@@ -107,16 +122,14 @@ class Database:
         ``dead_peer_seconds`` by TCP itself, on both ends (``server_keepalives``).
         """
         params = parse_database_url(target) if isinstance(target, str) else target
-        connection = pg8000.native.Connection(
-            user=params.user,
-            password=params.password,
-            host=params.host,
-            port=params.port,
-            database=params.database,
-            ssl_context=_ssl_context(params, ca_bundle),
-            application_name=application_name,
-            sock=_open_socket(params.host, params.port, dead_peer_seconds),
-        )
+        ssl_context = _ssl_context(params, ca_bundle)
+        try:
+            connection = cls._open(params, ssl_context, application_name, dead_peer_seconds)
+        except InterfaceError as error:
+            if params.sslmode not in _TLS_OPTIONAL or "refuses SSL" not in str(error):
+                raise
+            # allow/prefer: a server without TLS is spoken to in plain text, as libpq does.
+            connection = cls._open(params, False, application_name, dead_peer_seconds)
         db = cls(connection, params)
         if server_keepalives:
             idle, interval, count = keepalive_timing(dead_peer_seconds)
@@ -128,6 +141,25 @@ class Database:
                 user_timeout=str(dead_peer_seconds * 1000),
             )
         return db
+
+    @staticmethod
+    def _open(
+        params: ConnectionParams,
+        ssl_context: ssl.SSLContext | bool,
+        application_name: str,
+        dead_peer_seconds: int,
+    ) -> Any:
+        # A socket of our own each time (pg8000 closes one whose server refused TLS).
+        return pg8000.native.Connection(
+            user=params.user,
+            password=params.password,
+            host=params.host,
+            port=params.port,
+            database=params.database,
+            ssl_context=ssl_context,
+            application_name=application_name,
+            sock=_open_socket(params.host, params.port, dead_peer_seconds),
+        )
 
     @property
     def broken(self) -> bool:
