@@ -19,6 +19,7 @@ from typing import Any
 
 import pg8000.native
 
+from tickets_ingest.dal import sql
 from tickets_ingest.settings import ConnectionParams, parse_database_url
 
 __all__ = [
@@ -34,6 +35,44 @@ InterfaceError = pg8000.native.InterfaceError
 
 # sslmodes where a server without TLS is still spoken to.
 _TLS_OPTIONAL = frozenset({"allow", "prefer"})
+
+
+def keepalive_timing(dead_peer_seconds: int) -> tuple[int, int, int]:
+    """(idle, interval, count) of TCP keepalives that give up on a silent peer after about
+    ``dead_peer_seconds``: a third of it idle, then 4 unanswered probes."""
+    idle = max(1, dead_peer_seconds // 3)
+    count = 4
+    interval = max(1, (dead_peer_seconds - idle) // count)
+    return idle, interval, count
+
+
+def _open_socket(host: str, port: int, dead_peer_seconds: int) -> socket.socket:
+    """A TCP socket that notices a dead peer: keepalives while idle (a server that vanished
+    between files) and TCP_USER_TIMEOUT while data waits unacknowledged (mid-COPY).
+
+    pg8000's own ``tcp_keepalive`` only turns SO_KEEPALIVE on with the OS defaults (2 h 11
+    min on Linux). The connect itself is bounded by ``dead_peer_seconds``; after that the
+    socket blocks without a timeout: only a dead peer ends a wait, never a slow statement.
+    """
+    try:
+        sock = socket.create_connection((host, port), timeout=dead_peer_seconds)
+    except OSError as exc:
+        raise InterfaceError(f"can't connect to {host}:{port} ({exc})") from exc
+    sock.settimeout(None)
+    idle, interval, count = keepalive_timing(dead_peer_seconds)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", idle),
+        ("TCP_KEEPINTVL", interval),
+        ("TCP_KEEPCNT", count),
+        ("TCP_USER_TIMEOUT", dead_peer_seconds * 1000),
+    ):
+        if hasattr(socket, option):  # Linux (Lambda); macOS lacks some of them
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    # pg8000 leaves Nagle's algorithm on; with its many small writes per statement that
+    # costs a delayed-ACK wait (~40 ms) per round trip on Linux.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 @functools.cache
@@ -73,28 +112,44 @@ class Database:
         *,
         ca_bundle: Path | None = None,
         application_name: str = "tickets-ingest",
+        dead_peer_seconds: int = 30,
+        server_keepalives: bool = True,
     ) -> Database:
-        """Connect to a DATABASE_URL or resolved parameters (see ``dal.credentials``)."""
+        """Connect to a DATABASE_URL or resolved parameters (see ``dal.credentials``).
+
+        No client-side statement timeout (pg8000's ``timeout`` would kill a legitimately
+        long statement); instead a peer that vanished is noticed within about
+        ``dead_peer_seconds`` by TCP itself, on both ends (``server_keepalives``).
+        """
         params = parse_database_url(target) if isinstance(target, str) else target
         ssl_context = _ssl_context(params, ca_bundle)
         try:
-            connection = cls._open(params, ssl_context, application_name)
+            connection = cls._open(params, ssl_context, application_name, dead_peer_seconds)
         except InterfaceError as error:
             if params.sslmode not in _TLS_OPTIONAL or "refuses SSL" not in str(error):
                 raise
             # allow/prefer: a server without TLS is spoken to in plain text, as libpq does.
-            connection = cls._open(params, False, application_name)
-        # pg8000 leaves Nagle's algorithm on; with its many small writes per statement
-        # that costs a delayed-ACK wait (~40 ms) per round trip on Linux.
-        sock = getattr(connection, "_usock", None)
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(connection, params)
+            connection = cls._open(params, False, application_name, dead_peer_seconds)
+        db = cls(connection, params)
+        if server_keepalives:
+            idle, interval, count = keepalive_timing(dead_peer_seconds)
+            db.run(
+                sql.SET_SERVER_KEEPALIVES,
+                idle=str(idle),
+                interval=str(interval),
+                count=str(count),
+                user_timeout=str(dead_peer_seconds * 1000),
+            )
+        return db
 
     @staticmethod
     def _open(
-        params: ConnectionParams, ssl_context: ssl.SSLContext | bool, application_name: str
+        params: ConnectionParams,
+        ssl_context: ssl.SSLContext | bool,
+        application_name: str,
+        dead_peer_seconds: int,
     ) -> Any:
+        # A socket of our own each time (pg8000 closes one whose server refused TLS).
         return pg8000.native.Connection(
             user=params.user,
             password=params.password,
@@ -103,7 +158,7 @@ class Database:
             database=params.database,
             ssl_context=ssl_context,
             application_name=application_name,
-            timeout=60,
+            sock=_open_socket(params.host, params.port, dead_peer_seconds),
         )
 
     @property
