@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
@@ -34,7 +35,7 @@ from tickets_devkit.event_path import (
     local_parameters,
     poll,
 )
-from tickets_devkit.generator import TicketStream
+from tickets_devkit.generator import NAIROBI, StreamFile, TicketStream
 from tickets_devkit.local import BUCKET, LocalStack, environment, local_stack
 from tickets_ingest.dal.db import Database
 from tickets_ingest.handlers import cli as ingest_cli
@@ -168,11 +169,20 @@ def run(args: argparse.Namespace) -> int:
     return 0 if code == 0 else code
 
 
+def demo_streams(rows: int, seed: int, now: datetime | None = None) -> list[StreamFile]:
+    """Streams dated as a live export's would be: the newest file minutes before ``now``,
+    so ``status`` shows the lag of a healthy pipe, not months."""
+    now = (now or datetime.now(NAIROBI)).replace(microsecond=0)
+    inc = TicketStream("inc", seed=seed, start=now - timedelta(minutes=50))
+    files = [inc.baseline(rows)] + [
+        inc.delta(n, repeat_ids=n // 10, minutes_later=15) for n in (1, 22, 131)
+    ]
+    crq = TicketStream("crq", seed=seed + 1, start=now - timedelta(minutes=40))
+    return [*files, crq.baseline(max(rows // 10, 10)), crq.delta(15, minutes_later=30)]
+
+
 def upload_streams(stack: LocalStack, rows: int, seed: int) -> list[str]:
-    inc = TicketStream("inc", seed=seed)
-    files = [inc.baseline(rows)] + [inc.delta(n, repeat_ids=n // 10) for n in (1, 22, 131)]
-    crq = TicketStream("crq", seed=seed + 1)
-    files += [crq.baseline(max(rows // 10, 10)), crq.delta(15)]
+    files = demo_streams(rows, seed)
     stack.upload(sorted(files, key=lambda f: f.key.rsplit("/", 1)[-1], reverse=True))
     client = stack.s3()
     for key, body in JUNK_AND_LEGACY.items():

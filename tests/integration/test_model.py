@@ -8,7 +8,8 @@ landing mid-sync or a concurrent sync. After every step the table, the ledger an
 bucket must equal tests/support/model.py's; every sync must follow the model's plan, reach
 the same step boundaries and report the same files and counts.
 
-TICKETS_MODEL_EXAMPLES sets the number of histories (default 200; e.g. 2000 for a heavy run).
+TICKETS_MODEL_EXAMPLES sets the number of histories (default 100, about a minute in CI;
+2000 for a heavy run).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from tickets_ingest.logic.sync import SyncOptions, sync
 from tickets_ingest.models import RowCounts, StreamObject, SyncReport
 from tickets_ingest.settings import load_settings
 
-EXAMPLES = int(os.environ.get("TICKETS_MODEL_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("TICKETS_MODEL_EXAMPLES", "100"))
 STEPS = 10
 DAY = datetime(2026, 6, 22)
 SLOT = 600  # seconds between consecutive in-order keys; late keys fall in between

@@ -510,6 +510,9 @@ def test_function_environment() -> None:
     assert template()["Parameters"]["DbSslMode"]["Default"] == "verify-full"
     assert env["DB_REQUIRE_TLS"] == {"Fn::If": ["VerifyDbCertificate", "true", "false"]}
     assert env["AUTO_MIGRATE"] == "false"  # migrations are the owner's deploy step
+    # No statement outlives the function; a silent lock holder is taken over after 20 s.
+    assert env["APPLY_STATEMENT_TIMEOUT_SECONDS"] == {"Fn::Sub": "${FunctionTimeout}"}
+    assert env["LOCK_STALE_SECONDS"] == "20"
     assert env["AWS_ENDPOINT_URL"] == ""  # unset for boto3; only for sam local invoke -n
     assert env["QUEUE_URL"] == {"Ref": "IngestQueue"}
     assert env["IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}

@@ -51,13 +51,55 @@ class FileFailed(IngestError):
 
 
 class SyncBusy(IngestError):
-    """Another sync of the same dataset holds the lock."""
+    """Another sync of the same dataset holds the lock.
 
-    def __init__(self, dataset: str, holder: str | None = None) -> None:
+    ``handed_over``: the holder is alive and applying, and was told to list the dataset
+    again before it lets go, so what this sync came for is picked up (a busy message can be
+    acknowledged: nothing is lost).
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        holder: str | None = None,
+        *,
+        handed_over: bool = False,
+        message: str | None = None,
+    ) -> None:
         self.dataset = dataset
         self.holder = holder
+        self.handed_over = handed_over
         detail = f" (held by {holder})" if holder else ""
-        super().__init__(f"another sync of dataset {dataset!r} is running{detail}; nothing done")
+        after = "; it lists the dataset again before it lets go" if handed_over else ""
+        busy = f"another sync of dataset {dataset!r} is running{detail}{after}; nothing done"
+        super().__init__(message or busy)
+
+
+class LockLost(SyncBusy):
+    """This sync's dataset lock was taken over (its heartbeat looked dead to another sync,
+    which ended its database session). It stops at once; the file in progress rolled back
+    (a file's rows and ledger row commit together), the new holder carries on."""
+
+    def __init__(self, dataset: str, detail: str) -> None:
+        super().__init__(
+            dataset,
+            message=f"the lock on dataset {dataset!r} was taken over by another sync ({detail}); "
+            "this sync stopped, its file in progress rolled back, the other sync carries on",
+        )
+
+
+class LockWaitTimeout(IngestError):
+    """Applying a file waited too long for a row or table lock held by another session (or
+    a statement ran past APPLY_STATEMENT_TIMEOUT_SECONDS). The file's transaction rolled
+    back and the dataset lock was let go; the next run tries the file again."""
+
+    def __init__(self, key: str, what: str, holders: str) -> None:
+        self.key = key
+        self.holders = holders
+        super().__init__(
+            f"{key}: {what}; held by {holders}; nothing of it was committed, the dataset is "
+            "free and the next run tries it again"
+        )
 
 
 class SchemaMismatch(IngestError):

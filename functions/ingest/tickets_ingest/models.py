@@ -141,3 +141,38 @@ class WatermarkAge:
     lag_seconds: float | None  # now minus the watermark's time; None: no watermark, or in_future
     clock_skew_seconds: float | None  # the watermark's time is this far ahead of now (else None)
     in_future: bool = False  # ahead by more than the tolerance: a future-dated file was applied
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The session holding a dataset's sync lock, and what its lease says about it."""
+
+    pid: int
+    application_name: str | None
+    client_addr: str | None  # None: a local socket
+    heartbeat_age_seconds: float | None  # None: no lease names this session
+    stale_seconds: float | None  # the holder's LOCK_STALE_SECONDS (from its lease)
+
+    @property
+    def has_lease(self) -> bool:
+        return self.heartbeat_age_seconds is not None
+
+    @property
+    def silent(self) -> bool:
+        """Its heartbeat stopped: the next sync ends its session and takes the dataset."""
+        age, stale = self.heartbeat_age_seconds, self.stale_seconds
+        return age is not None and stale is not None and age > stale
+
+    def describe(self) -> str:
+        who = (
+            f"pid {self.pid}, {self.application_name or 'unknown client'} "
+            f"from {self.client_addr or 'local socket'}"
+        )
+        if self.heartbeat_age_seconds is None:
+            return f"{who}, no lease: not taken over automatically"
+        if self.silent:
+            return (
+                f"{who}, SILENT: no heartbeat for {self.heartbeat_age_seconds:.0f} s "
+                f"(stale after {self.stale_seconds:g} s); the next sync takes it over"
+            )
+        return f"{who}, heartbeat {self.heartbeat_age_seconds:.0f} s ago"

@@ -37,6 +37,10 @@ class DatabaseAccess:
     ca_bundle: Path | None = None  # the RDS CA bundle for verify-ca / verify-full
     iam_auth: bool = False  # password = an RDS IAM auth token
     require_tls: bool = False  # refuse to start without a verified TLS connection
+    # DB_DEAD_PEER_SECONDS: TCP gives up on a silent peer after about this long (keepalives
+    # and TCP_USER_TIMEOUT), on our socket and, with DB_SERVER_KEEPALIVES, the server's.
+    dead_peer_seconds: int = 30
+    server_keepalives: bool = True
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,16 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
+class LockSettings:
+    """The dataset lock's lease and the bounded waits of an apply (dal/lease.py)."""
+
+    heartbeat_seconds: float = 2.0  # LOCK_HEARTBEAT_SECONDS: the holder proves it is alive
+    stale_seconds: float = 20.0  # LOCK_STALE_SECONDS: silent this long, a holder is taken over
+    apply_lock_timeout_seconds: float = 30.0  # APPLY_LOCK_TIMEOUT_SECONDS: a row/table lock wait
+    apply_statement_timeout_seconds: float = 900.0  # APPLY_STATEMENT_TIMEOUT_SECONDS
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     bucket: str
@@ -77,6 +91,7 @@ class Settings:
     # A stream file dated further than this ahead of now is held, not applied.
     future_tolerance_seconds: float = 3600.0
     retry: RetrySettings = field(default_factory=RetrySettings)
+    lock: LockSettings = field(default_factory=LockSettings)
 
     def table_for(self, dataset: str) -> str:
         if dataset not in self.datasets:
@@ -314,6 +329,31 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             attempts=_int(env, "RETRY_ATTEMPTS", 5, 1, 20),
             max_seconds=_float(env, "RETRY_MAX_SECONDS", 60.0, 1.0, 900.0),
         ),
+        lock=_lock_settings(env),
+    )
+
+
+def _lock_settings(env: Mapping[str, str]) -> LockSettings:
+    heartbeat = _float(env, "LOCK_HEARTBEAT_SECONDS", 2.0, 0.1, 60.0)
+    stale = _float(env, "LOCK_STALE_SECONDS", 20.0, 0.3, 3600.0)
+    if stale < 3 * heartbeat:
+        raise ConfigError(
+            f"LOCK_STALE_SECONDS={stale:g} must be at least 3 x LOCK_HEARTBEAT_SECONDS "
+            f"({3 * heartbeat:g}): one late heartbeat must not make a live holder look dead"
+        )
+    lock_timeout = _float(env, "APPLY_LOCK_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0)
+    statement_timeout = _float(env, "APPLY_STATEMENT_TIMEOUT_SECONDS", 900.0, 1.0, 86400.0)
+    if statement_timeout < lock_timeout:
+        raise ConfigError(
+            f"APPLY_STATEMENT_TIMEOUT_SECONDS={statement_timeout:g} must not be below "
+            f"APPLY_LOCK_TIMEOUT_SECONDS={lock_timeout:g}: a lock wait would be reported as "
+            "a slow statement"
+        )
+    return LockSettings(
+        heartbeat_seconds=heartbeat,
+        stale_seconds=stale,
+        apply_lock_timeout_seconds=lock_timeout,
+        apply_statement_timeout_seconds=statement_timeout,
     )
 
 
@@ -347,6 +387,8 @@ def _database_access(env: Mapping[str, str], database_url: str) -> DatabaseAcces
         ca_bundle=ca_bundle,
         iam_auth=_bool(env, "DB_IAM_AUTH", False),
         require_tls=require_tls,
+        dead_peer_seconds=_int(env, "DB_DEAD_PEER_SECONDS", 30, 2, 7200),
+        server_keepalives=_bool(env, "DB_SERVER_KEEPALIVES", True),
     )
 
 

@@ -7,6 +7,7 @@ failure inside a protocol exchange (e.g. the COPY source raising), so callers ch
 
 from __future__ import annotations
 
+import functools
 import io
 import socket
 import ssl
@@ -18,6 +19,7 @@ from typing import Any
 
 import pg8000.native
 
+from tickets_ingest.dal import sql
 from tickets_ingest.settings import ConnectionParams, parse_database_url
 
 __all__ = [
@@ -31,18 +33,70 @@ __all__ = [
 DatabaseError = pg8000.native.DatabaseError
 InterfaceError = pg8000.native.InterfaceError
 
+# sslmodes where a server without TLS is still spoken to.
+_TLS_OPTIONAL = frozenset({"allow", "prefer"})
 
-def _ssl_context(params: ConnectionParams, ca_bundle: Path | None) -> ssl.SSLContext | None:
-    if params.sslmode in {"disable", "allow", "prefer"}:
-        # pg8000 has no opportunistic TLS; local servers usually have none.
-        return None
-    context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
-    if params.sslmode == "require":
+
+def keepalive_timing(dead_peer_seconds: int) -> tuple[int, int, int]:
+    """(idle, interval, count) of TCP keepalives that give up on a silent peer after about
+    ``dead_peer_seconds``: a third of it idle, then 4 unanswered probes."""
+    idle = max(1, dead_peer_seconds // 3)
+    count = 4
+    interval = max(1, (dead_peer_seconds - idle) // count)
+    return idle, interval, count
+
+
+def _open_socket(host: str, port: int, dead_peer_seconds: int) -> socket.socket:
+    """A TCP socket that notices a dead peer: keepalives while idle (a server that vanished
+    between files) and TCP_USER_TIMEOUT while data waits unacknowledged (mid-COPY).
+
+    pg8000's own ``tcp_keepalive`` only turns SO_KEEPALIVE on with the OS defaults (2 h 11
+    min on Linux). The connect itself is bounded by ``dead_peer_seconds``; after that the
+    socket blocks without a timeout: only a dead peer ends a wait, never a slow statement.
+    """
+    try:
+        sock = socket.create_connection((host, port), timeout=dead_peer_seconds)
+    except OSError as exc:
+        raise InterfaceError(f"can't connect to {host}:{port} ({exc})") from exc
+    sock.settimeout(None)
+    idle, interval, count = keepalive_timing(dead_peer_seconds)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", idle),
+        ("TCP_KEEPINTVL", interval),
+        ("TCP_KEEPCNT", count),
+        ("TCP_USER_TIMEOUT", dead_peer_seconds * 1000),
+    ):
+        if hasattr(socket, option):  # Linux (Lambda); macOS lacks some of them
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    # pg8000 leaves Nagle's algorithm on; with its many small writes per statement that
+    # costs a delayed-ACK wait (~40 ms) per round trip on Linux.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+@functools.cache
+def _tls_context(sslmode: str, ca_bundle: Path | None) -> ssl.SSLContext:
+    """One context per mode and bundle for the process: loading CA certificates costs
+    ~80 ms, which pg8000 would otherwise pay again on every connection."""
+    if sslmode in {"allow", "prefer", "require"}:
+        # Encrypted, not verified (libpq's meaning): no CA store to load at all.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    elif params.sslmode == "verify-ca":
+        return context
+    context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    if sslmode == "verify-ca":
         context.check_hostname = False
     return context
+
+
+def _ssl_context(params: ConnectionParams, ca_bundle: Path | None) -> ssl.SSLContext | bool:
+    """What pg8000 takes: False for no TLS at all, else the context to wrap the socket in
+    (pg8000's own default, None, would mean "try TLS" even for sslmode=disable)."""
+    if params.sslmode == "disable":
+        return False
+    return _tls_context(params.sslmode, ca_bundle)
 
 
 class Database:
@@ -58,25 +112,54 @@ class Database:
         *,
         ca_bundle: Path | None = None,
         application_name: str = "tickets-ingest",
+        dead_peer_seconds: int = 30,
+        server_keepalives: bool = True,
     ) -> Database:
-        """Connect to a DATABASE_URL or resolved parameters (see ``dal.credentials``)."""
+        """Connect to a DATABASE_URL or resolved parameters (see ``dal.credentials``).
+
+        No client-side statement timeout (pg8000's ``timeout`` would kill a legitimately
+        long statement); instead a peer that vanished is noticed within about
+        ``dead_peer_seconds`` by TCP itself, on both ends (``server_keepalives``).
+        """
         params = parse_database_url(target) if isinstance(target, str) else target
-        connection = pg8000.native.Connection(
+        ssl_context = _ssl_context(params, ca_bundle)
+        try:
+            connection = cls._open(params, ssl_context, application_name, dead_peer_seconds)
+        except InterfaceError as error:
+            if params.sslmode not in _TLS_OPTIONAL or "refuses SSL" not in str(error):
+                raise
+            # allow/prefer: a server without TLS is spoken to in plain text, as libpq does.
+            connection = cls._open(params, False, application_name, dead_peer_seconds)
+        db = cls(connection, params)
+        if server_keepalives:
+            idle, interval, count = keepalive_timing(dead_peer_seconds)
+            db.run(
+                sql.SET_SERVER_KEEPALIVES,
+                idle=str(idle),
+                interval=str(interval),
+                count=str(count),
+                user_timeout=str(dead_peer_seconds * 1000),
+            )
+        return db
+
+    @staticmethod
+    def _open(
+        params: ConnectionParams,
+        ssl_context: ssl.SSLContext | bool,
+        application_name: str,
+        dead_peer_seconds: int,
+    ) -> Any:
+        # A socket of our own each time (pg8000 closes one whose server refused TLS).
+        return pg8000.native.Connection(
             user=params.user,
             password=params.password,
             host=params.host,
             port=params.port,
             database=params.database,
-            ssl_context=_ssl_context(params, ca_bundle),
+            ssl_context=ssl_context,
             application_name=application_name,
-            timeout=60,
+            sock=_open_socket(params.host, params.port, dead_peer_seconds),
         )
-        # pg8000 leaves Nagle's algorithm on; with its many small writes per statement
-        # that costs a delayed-ACK wait (~40 ms) per round trip on Linux.
-        sock = getattr(connection, "_usock", None)
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(connection, params)
 
     @property
     def broken(self) -> bool:

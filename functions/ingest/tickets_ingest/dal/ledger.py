@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from tickets_ingest.dal import sql
-from tickets_ingest.dal.db import Database, DatabaseError, sqlstate
-from tickets_ingest.errors import FileRejected, SyncBusy
+from tickets_ingest.dal.db import Database
+from tickets_ingest.errors import FileRejected
 from tickets_ingest.models import BlockedFile, ExportType, RowCounts
 
 
@@ -81,37 +80,3 @@ def blocked_file(db: Database, dataset: str) -> BlockedFile | None:
         return None
     key, etag, reason, line, column, since, attempts = rows[0]
     return BlockedFile(key, etag, reason, line, column, since, attempts)
-
-
-@contextmanager
-def dataset_lock(db: Database, dataset: str, wait_seconds: float = 0.0) -> Iterator[None]:
-    """Hold the per-dataset advisory lock for the block, or raise ``SyncBusy``.
-
-    A session lock: it survives the per-file commits and dies with the connection, so a
-    crashed process never leaves a dataset locked.
-    """
-    if wait_seconds > 0:
-        db.run(sql.SET_LOCK_TIMEOUT, timeout=f"{int(wait_seconds * 1000)}ms")
-        try:
-            db.scalar(sql.WAIT_DATASET_LOCK, dataset=dataset)
-        except DatabaseError as exc:
-            if sqlstate(exc) != "55P03":  # lock_not_available
-                raise
-            raise SyncBusy(dataset, _holder(db, dataset)) from None
-        finally:
-            db.run(sql.SET_LOCK_TIMEOUT, timeout="0")
-    elif not db.scalar(sql.TRY_DATASET_LOCK, dataset=dataset):
-        raise SyncBusy(dataset, _holder(db, dataset))
-    try:
-        yield
-    finally:
-        if not db.broken:
-            db.scalar(sql.UNLOCK_DATASET, dataset=dataset)
-
-
-def _holder(db: Database, dataset: str) -> str | None:
-    rows = db.run(sql.LOCK_HOLDER, dataset=dataset)
-    if not rows:
-        return None
-    pid, application, address, _started = rows[0]
-    return f"pid {pid}, {application or 'unknown client'} from {address or 'local socket'}"

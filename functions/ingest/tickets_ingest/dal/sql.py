@@ -29,14 +29,14 @@ INSERT INTO tickets.schema_migrations (version, name, checksum)
 VALUES (:version, :name, :checksum)
 """
 
-# --- the per-dataset sync lock ---------------------------------------------------------
+# --- the per-dataset sync lock and its lease (dal/lease.py) ---------------------------
 
 TRY_DATASET_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('tickets-ingest:' || :dataset, 0))"
-# Waits at most lock_timeout (set by the caller for this session).
-WAIT_DATASET_LOCK = "SELECT pg_advisory_lock(hashtextextended('tickets-ingest:' || :dataset, 0))"
 UNLOCK_DATASET = "SELECT pg_advisory_unlock(hashtextextended('tickets-ingest:' || :dataset, 0))"
-SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', :timeout, false)"
 
+# The backend holding the dataset's advisory lock, with its backend_start: a pid alone may
+# already belong to another session (pids are reused). backend_start is NULL for another
+# role's session unless this role has pg_read_all_stats.
 LOCK_HOLDER = """
 SELECT a.pid, a.application_name, a.client_addr::text, a.backend_start
 FROM pg_locks AS l
@@ -46,6 +46,154 @@ WHERE l.locktype = 'advisory' AND l.granted
       = hashtextextended('tickets-ingest:' || :dataset, 0)
   AND a.pid <> pg_backend_pid()
 LIMIT 1
+"""
+
+# Try the lock and, if it is ours, name this backend in the lease: one round trip (the
+# advisory lock is a session lock, it outlives this statement). No row: the lock is held.
+# The news counter is kept (a holder only compares it with what it read here).
+TAKE_DATASET_LOCK = """
+WITH locked AS MATERIALIZED (
+    SELECT pg_try_advisory_lock(hashtextextended('tickets-ingest:' || :dataset, 0)) AS ok
+)
+INSERT INTO tickets.dataset_leases AS l (
+    dataset, holder_pid, holder_started, holder_name, takes_news, stale_seconds,
+    acquired_at, heartbeat_at, waiting_for
+)
+SELECT :dataset, a.pid, a.backend_start, a.application_name, :takes_news, :stale_seconds,
+       clock_timestamp(), clock_timestamp(), NULL
+FROM pg_stat_activity AS a, locked
+WHERE a.pid = pg_backend_pid() AND locked.ok
+ON CONFLICT (dataset) DO UPDATE SET
+    holder_pid = excluded.holder_pid,
+    holder_started = excluded.holder_started,
+    holder_name = excluded.holder_name,
+    takes_news = excluded.takes_news,
+    stale_seconds = excluded.stale_seconds,
+    acquired_at = excluded.acquired_at,
+    heartbeat_at = excluded.heartbeat_at,
+    waiting_for = NULL
+RETURNING l.news, l.holder_pid, l.holder_started
+"""
+
+# After a reconnect: move the lease to the new backend, only if it still names the old
+# one. No row: a contender claimed it meanwhile (the lock was taken over).
+LEASE_REBIND = """
+UPDATE tickets.dataset_leases AS l
+SET holder_pid = a.pid, holder_started = a.backend_start, heartbeat_at = clock_timestamp()
+FROM pg_stat_activity AS a
+WHERE a.pid = pg_backend_pid()
+  AND l.dataset = :dataset AND l.holder_pid = :pid AND l.holder_started = :started
+RETURNING l.holder_pid, l.holder_started
+"""
+
+# The heartbeat (on its own connection): proves the holder alive, and samples what its
+# apply backend waits for, so a lock wait that times out can name who held the lock.
+# No row: the lease was claimed by a contender.
+LEASE_HEARTBEAT = """
+UPDATE tickets.dataset_leases
+SET heartbeat_at = clock_timestamp(),
+    waiting_for = (
+        SELECT string_agg(
+            format('pid %s (%s, %s since %s: %s)', a.pid,
+                   coalesce(nullif(a.application_name, ''), 'no application_name'),
+                   coalesce(a.state, 'state unknown'),
+                   to_char(a.xact_start AT TIME ZONE 'UTC', 'HH24:MI:SS "UTC"'),
+                   coalesce(left(regexp_replace(a.query, '[[:space:]]+', ' ', 'g'), 120),
+                            'query unknown')),
+            '; ' ORDER BY a.pid)
+        FROM pg_stat_activity AS a
+        WHERE a.pid = ANY (pg_blocking_pids(:pid))
+    )
+WHERE dataset = :dataset AND holder_pid = :pid AND holder_started = :started
+RETURNING news, waiting_for
+"""
+
+LEASE = """
+SELECT holder_pid, holder_started, holder_name, takes_news, stale_seconds,
+       extract(epoch FROM clock_timestamp() - heartbeat_at)::float8, news, waiting_for
+FROM tickets.dataset_leases
+WHERE dataset = :dataset
+"""
+
+# A contender found the holder alive: the holder lists again before it lets go, so this
+# sync's news is picked up. Only a holder heard from very recently (a third of its stale
+# time: about one heartbeat) is trusted with it; one quiet for longer may be dead, and the
+# contender waits to take it over instead. No row: not handed over (not taking news, or
+# letting go, or quiet).
+LEASE_BUMP_NEWS = """
+UPDATE tickets.dataset_leases
+SET news = news + 1
+WHERE dataset = :dataset AND holder_pid = :pid AND holder_started = :started AND takes_news
+  AND heartbeat_at >= clock_timestamp() - make_interval(secs => stale_seconds / 3)
+RETURNING news
+"""
+
+# A contender claims a stale lease before ending its holder's backend: one statement, so
+# two contenders (or a contender and the holder's own reconnect) cannot both win.
+LEASE_CLAIM = """
+UPDATE tickets.dataset_leases AS l
+SET holder_pid = a.pid, holder_started = a.backend_start, holder_name = a.application_name,
+    takes_news = :takes_news, stale_seconds = :stale_seconds, heartbeat_at = clock_timestamp(),
+    acquired_at = clock_timestamp(), waiting_for = NULL
+FROM pg_stat_activity AS a
+WHERE a.pid = pg_backend_pid()
+  AND l.dataset = :dataset AND l.holder_pid = :pid AND l.holder_started = :started
+  AND l.heartbeat_at < clock_timestamp() - make_interval(secs => l.stale_seconds)
+RETURNING l.news
+"""
+
+# Ends the claimed holder's backend, only if that pid is still the same session. Its open
+# transaction rolls back: a file's rows and ledger row commit together, so nothing is
+# half-applied. Needs the same role, or pg_signal_backend.
+TERMINATE_HOLDER = """
+SELECT pg_terminate_backend(a.pid)
+FROM pg_stat_activity AS a
+WHERE a.pid = :pid AND a.backend_start = :started
+"""
+
+# Let go unless news arrived since ``seen`` (then no row: the holder lists again first):
+# the lease and the advisory lock in one round trip.
+RELEASE_UNLESS_NEWS = """
+WITH released AS (
+    UPDATE tickets.dataset_leases
+    SET holder_pid = NULL, holder_started = NULL, takes_news = false, waiting_for = NULL
+    WHERE dataset = :dataset AND holder_pid = :pid AND holder_started = :started
+      AND news = :seen
+    RETURNING news
+)
+SELECT pg_advisory_unlock(hashtextextended('tickets-ingest:' || :dataset, 0)) FROM released
+"""
+
+# A claim that did not lead to the lock is undone: the lease names the silent holder again,
+# as silent as it was, so the next contender can try.
+LEASE_UNCLAIM = """
+UPDATE tickets.dataset_leases
+SET holder_pid = :pid, holder_started = :started, heartbeat_at = to_timestamp(0),
+    takes_news = false
+WHERE dataset = :dataset AND holder_pid = pg_backend_pid()
+"""
+
+# Let go whatever the news (a dry run, a failed or stopped sync, a replay).
+RELEASE = """
+WITH released AS (
+    UPDATE tickets.dataset_leases
+    SET holder_pid = NULL, holder_started = NULL, takes_news = false, waiting_for = NULL
+    WHERE dataset = :dataset AND holder_pid = :pid AND holder_started = :started
+)
+SELECT pg_advisory_unlock(hashtextextended('tickets-ingest:' || :dataset, 0))
+"""
+
+# Who holds a lock on the table the apply needs (a fallback when the heartbeat had no
+# sample of the wait): anything beyond a plain reader's AccessShareLock.
+TABLE_LOCK_HOLDERS = """
+SELECT DISTINCT a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
+       coalesce(a.state, 'state unknown'), l.mode,
+       coalesce(left(regexp_replace(a.query, '[[:space:]]+', ' ', 'g'), 120), 'query unknown')
+FROM pg_locks AS l
+JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'relation' AND l.granted AND l.mode <> 'AccessShareLock'
+  AND l.relation = to_regclass(:table) AND a.pid <> pg_backend_pid()
+ORDER BY a.pid
 """
 
 # --- ledger and watermark --------------------------------------------------------------
@@ -121,12 +269,27 @@ REJECTED_ROW_COUNT = "SELECT count(*) FROM tickets.rejected_rows WHERE dataset =
 
 # --- applying one file (session settings for this transaction only) -------------------
 
-# Naive timestamps in the CSV are source-time-zone wall time; ISO dates; and enough
-# work_mem for a baseline's de-duplicating sort to stay in memory instead of spilling.
+# Naive timestamps in the CSV are source-time-zone wall time; ISO dates; enough work_mem
+# for a baseline's de-duplicating sort to stay in memory instead of spilling; and bounded
+# waits: a row or table lock held by another session ends this file's transaction after
+# lock_timeout (55P03), a statement stuck for any other reason after statement_timeout
+# (57014), instead of wedging the dataset. All for this transaction only.
 SET_FILE_SESSION = """
 SELECT set_config('TimeZone', :timezone, true),
        set_config('DateStyle', 'ISO, YMD', true),
-       set_config('work_mem', '64MB', true)
+       set_config('work_mem', '64MB', true),
+       set_config('lock_timeout', :lock_timeout, true),
+       set_config('statement_timeout', :statement_timeout, true)
+"""
+
+# Per session (never startup options: RDS Proxy refuses them), so the server notices a
+# client that vanished without a FIN. A SET pins an RDS Proxy session, as the session
+# advisory lock already does. tcp_user_timeout is in milliseconds.
+SET_SERVER_KEEPALIVES = """
+SELECT set_config('tcp_keepalives_idle', :idle, false),
+       set_config('tcp_keepalives_interval', :interval, false),
+       set_config('tcp_keepalives_count', :count, false),
+       set_config('tcp_user_timeout', :user_timeout, false)
 """
 
 TABLE_COLUMNS = """

@@ -85,8 +85,18 @@ class Invocation:
         if dataset in self.done:
             return {**self.done[dataset], "already_synced_in_this_invocation": True}
         before = retry_counts()
+        options = SyncOptions(may_start_file=self.time_left, hand_over=True)
         try:
-            report = sync(runtime(), dataset, SyncOptions(may_start_file=self.time_left))
+            report = sync(runtime(), dataset, options)
+        except SyncBusy as busy:
+            if not busy.handed_over:
+                raise  # the holder may not pick it up: the record fails and comes back
+            # A live holder lists the dataset again before it lets go: this message's news
+            # is in its hands, so the record is done (never toward the DLQ).
+            publish_busy(dataset)
+            logger.info("dataset busy; handed over to its holder", extra={"detail": str(busy)})
+            self.done[dataset] = {"dataset": dataset, "busy": str(busy), "handed_over": True}
+            return self.done[dataset]
         finally:
             publish_retries(dataset, counts_since(before))
         publish_metrics(report)
@@ -262,6 +272,15 @@ def deferred_files(report: SyncReport) -> int:
         return 0
     started = {r.key for r in report.applied}
     return sum(1 for p in report.plan.to_apply if p.obj.key not in started)
+
+
+def publish_busy(dataset: str) -> None:
+    """``DatasetBusy``: a message found its dataset synced by a live holder and handed its
+    news over (acknowledged, not failed). Steady values mean overlapping invocations."""
+    emf = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+    emf.add_dimension(name="dataset", value=dataset)
+    emf.add_metric(name="DatasetBusy", unit=MetricUnit.Count, value=1)
+    emf.flush_metrics()
 
 
 def publish_retries(dataset: str, retries: dict[str, int]) -> None:

@@ -204,8 +204,19 @@ def print_status(status: DatasetStatus, out: TextIO) -> None:
             f"                 since {b.since:%Y-%m-%d %H:%M:%S %Z}, {b.attempts} attempt(s)",
             file=out,
         )
+    elif status.lock is not None and status.lock.silent:
+        print(
+            f"  BLOCKED        by a silent sync holding the lock: {status.lock.describe()}",
+            file=out,
+        )
+    elif status.lock is not None and not status.lock.has_lease:
+        print(
+            f"  blocked        unknown: the sync lock is held by {status.lock.describe()}", file=out
+        )
     else:
         print("  blocked        no", file=out)
+    if status.lock is not None and status.lock.has_lease and not status.lock.silent:
+        print(f"  syncing now    {status.lock.describe()}", file=out)
     print(f"  applied files  {status.applied_files} ({status.late_files} late)", file=out)
     print(f"  rejected rows  {status.rejected_rows}", file=out)
     if plan.to_archive:

@@ -43,6 +43,10 @@ class ApplyContext:
     source_timezone: str
     aliases_json: str
     max_rejected_share: float
+    # Bounded waits of the file's transaction (APPLY_LOCK_TIMEOUT_SECONDS and
+    # APPLY_STATEMENT_TIMEOUT_SECONDS): a lock held elsewhere never wedges the dataset.
+    lock_timeout_ms: int = 30_000
+    statement_timeout_ms: int = 900_000
 
 
 def apply_file(
@@ -69,7 +73,12 @@ def apply_file(
     file_columns = check_header(obj.key, csv_body.header)
     counts = RowCounts()
     with _named_failures(obj.key), db.transaction(commit=not dry_run):
-        db.run(statements.SET_FILE_SESSION, timezone=ctx.source_timezone)
+        db.run(
+            statements.SET_FILE_SESSION,
+            timezone=ctx.source_timezone,
+            lock_timeout=f"{ctx.lock_timeout_ms}ms",
+            statement_timeout=f"{ctx.statement_timeout_ms}ms",
+        )
         db.run(ctx.loader.create_staging)
         _copy(db, ctx.loader, obj.key, file_columns, csv_body)
         timings["copy"] = _ms_since(clock)

@@ -46,9 +46,11 @@ def grant_statements(objects: SchemaObjects, role: str) -> list[str]:
     if objects.functions:
         lines.append(f"GRANT EXECUTE ON FUNCTION {', '.join(objects.functions)} TO {role};")
     lines += [
-        "-- Optional, for the stale-holder takeover (pg_terminate_backend of a dead sync's",
-        "-- session): needed only when the operator's CLI and the function connect as",
-        "-- different roles; a role may always end its own sessions.",
+        "-- Optional, for taking over a silent sync (its lease heartbeat stopped): the next",
+        "-- sync ends its session with pg_terminate_backend, identified by pid AND",
+        "-- backend_start. A role may always see and end its own sessions; when syncs connect",
+        "-- as different roles (e.g. an operator's own role), each needs both of these.",
         f"-- GRANT pg_signal_backend TO {role};",
+        f"-- GRANT pg_read_all_stats TO {role};",
     ]
     return lines

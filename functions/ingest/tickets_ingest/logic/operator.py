@@ -14,7 +14,7 @@ from typing import Any
 from tickets_ingest.core.keys import changes_prefix, file_name, parse_stream_key, quarantine_key
 from tickets_ingest.core.plan import plan_missing, plan_replay
 from tickets_ingest.dal import ledger
-from tickets_ingest.dal.db import Database
+from tickets_ingest.dal.db import Database, DatabaseError
 from tickets_ingest.errors import FileRejected, IngestError
 from tickets_ingest.logic.apply import apply_file
 from tickets_ingest.logic.runtime import Runtime
@@ -64,7 +64,7 @@ def quarantine(
     key = resolve_key(dataset, key_or_name)
     who = who or os.environ.get("TICKETS_OPERATOR") or _login()
     db = runtime.db()
-    with ledger.dataset_lock(db, dataset, runtime.settings.lock_wait_seconds):
+    with runtime.dataset_lock(dataset):
         etag = runtime.bucket.head_etag(key)
         if etag is None:
             raise IngestError(f"{key} is not in the bucket (already moved?)")
@@ -166,18 +166,25 @@ def _replay(
 ) -> SyncReport:
     ctx = runtime.apply_context(dataset)
     db = runtime.db()
-    with ledger.dataset_lock(db, dataset, runtime.settings.lock_wait_seconds):
+    with runtime.dataset_lock(dataset) as lock:  # a replay lists no news: takes none
         files = choose(db)  # under the lock: no sync changes the ledger meanwhile
         watermark = ledger.watermark(db, dataset)
         plan = Plan(dataset, watermark, files, (), (), ())
         report = SyncReport(dataset=dataset, plan=plan, dry_run=dry_run)
         for planned in files:
+            lock.raise_if_lost()
+            lock.start_file()
             after = max(watermark or "", planned.source_key)
             body = runtime.bucket.open(planned.obj.key, planned.obj.etag)
             try:
                 result = apply_file(
                     runtime.db(), ctx, planned, body, watermark_after=after, dry_run=dry_run
                 )
+            except DatabaseError as error:
+                waited = lock.wait_timeout(error, planned.obj.key, f"tickets.{ctx.loader.table}")
+                if waited is not None:
+                    raise waited from None
+                raise
             except FileRejected as rejection:
                 report.rejected = BlockedFile(
                     planned.obj.key,

@@ -7,6 +7,7 @@ The connection is opened lazily, migrated once, and re-opened when it breaks.
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -14,6 +15,7 @@ from tickets_ingest.core.aliases import load_aliases
 from tickets_ingest.dal import sql
 from tickets_ingest.dal.credentials import connection_params, forget_cached_secret
 from tickets_ingest.dal.db import Database, DatabaseError, InterfaceError, sqlstate
+from tickets_ingest.dal.lease import DatasetLock
 from tickets_ingest.dal.loader import TableLoader, aliases_json
 from tickets_ingest.dal.migrate import migrate, require_migrated
 from tickets_ingest.dal.retry import RetryPolicy
@@ -87,11 +89,35 @@ class Runtime:
                 self._db = self._connect()
         return self._db
 
-    def _connect(self) -> Database:
+    def _connect(self, purpose: str = "") -> Database:
+        access = self.settings.database
         return Database.connect(
             connection_params(self.settings),
-            ca_bundle=self.settings.database.ca_bundle,
-            application_name=self.application_name,
+            ca_bundle=access.ca_bundle,
+            application_name=f"{self.application_name} {purpose}".strip(),
+            dead_peer_seconds=access.dead_peer_seconds,
+            server_keepalives=access.server_keepalives,
+        )
+
+    def dataset_lock(
+        self,
+        dataset: str,
+        wait_seconds: float | None = None,
+        *,
+        takes_news: bool = False,
+        hand_over: bool = False,
+    ) -> AbstractContextManager[DatasetLock]:
+        """The dataset's sync lock on this runtime's connection, its lease kept alive by a
+        heartbeat on a second connection (see ``dal.lease``)."""
+        wait = self.settings.lock_wait_seconds if wait_seconds is None else wait_seconds
+        return DatasetLock.held(
+            self.db(),
+            dataset,
+            connect=lambda: self._connect("lease"),
+            settings=self.settings.lock,
+            wait_seconds=wait,
+            takes_news=takes_news,
+            hand_over=hand_over,
         )
 
     def apply_context(self, dataset: str) -> ApplyContext:
@@ -106,6 +132,8 @@ class Runtime:
             source_timezone=self.settings.source_timezone,
             aliases_json=self._aliases_json,
             max_rejected_share=self.settings.max_rejected_share,
+            lock_timeout_ms=int(self.settings.lock.apply_lock_timeout_seconds * 1000),
+            statement_timeout_ms=int(self.settings.lock.apply_statement_timeout_seconds * 1000),
         )
 
     def _check_table(self, table: str) -> None:

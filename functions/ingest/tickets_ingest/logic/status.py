@@ -9,10 +9,11 @@ from typing import Any
 from tickets_ingest.core.keys import watermark_age
 from tickets_ingest.dal import ledger
 from tickets_ingest.dal import sql as statements
+from tickets_ingest.dal.lease import lock_holder
 from tickets_ingest.logic.operator import missing_files
 from tickets_ingest.logic.runtime import Runtime
 from tickets_ingest.logic.sync import plan_dataset
-from tickets_ingest.models import BlockedFile, Plan, PlannedFile
+from tickets_ingest.models import BlockedFile, LockHolder, Plan, PlannedFile
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class DatasetStatus:
     missing: tuple[PlannedFile, ...] = ()
     clock_skew_seconds: float | None = None  # the watermark is this far ahead of our clock
     watermark_in_future: bool = False  # ahead beyond FUTURE_TOLERANCE_SECONDS
+    lock: LockHolder | None = None  # the session holding the sync lock, if any
 
     @property
     def watermark(self) -> str | None:
@@ -79,8 +81,15 @@ class DatasetStatus:
     def needs_attention(self) -> bool:
         """What makes ``status`` exit 1: something an operator has to decide or repair."""
         plan = self.plan
+        # A silent holder is taken over by the next sync; one without a lease never is.
+        stuck_lock = self.lock is not None and (self.lock.silent or not self.lock.has_lease)
         return bool(
-            self.blocked or plan.conflicts or plan.held or self.missing or self.watermark_in_future
+            self.blocked
+            or plan.conflicts
+            or plan.held
+            or self.missing
+            or self.watermark_in_future
+            or stuck_lock
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -122,6 +131,19 @@ class DatasetStatus:
                 "since": blocked.since.isoformat(),
                 "attempts": blocked.attempts,
             },
+            "lock": None
+            if self.lock is None
+            else {
+                "pid": self.lock.pid,
+                "application_name": self.lock.application_name,
+                "client_addr": self.lock.client_addr,
+                "has_lease": self.lock.has_lease,
+                "heartbeat_age_seconds": None
+                if self.lock.heartbeat_age_seconds is None
+                else round(self.lock.heartbeat_age_seconds, 1),
+                "stale_after_seconds": self.lock.stale_seconds,
+                "silent": self.lock.silent,
+            },
             "applied_files": self.applied_files,
             "late_files": self.late_files,
             "rejected_rows": self.rejected_rows,
@@ -154,4 +176,5 @@ def dataset_status(
         missing=missing_files(runtime, dataset),
         clock_skew_seconds=age.clock_skew_seconds,
         watermark_in_future=age.in_future,
+        lock=lock_holder(db, dataset),
     )

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -20,11 +20,12 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tickets_ingest.core.plan import classify_listing, plan_sync
-from tickets_ingest.dal import ledger, sql
-from tickets_ingest.dal.db import Database
+from tickets_ingest.dal import ledger
+from tickets_ingest.dal.db import DatabaseError, InterfaceError
+from tickets_ingest.dal.lease import DatasetLock
 from tickets_ingest.dal.retry import connection_lost
 from tickets_ingest.dal.s3 import DownloadCut
-from tickets_ingest.errors import FileRejected, ObjectChanged, SyncBusy, TransientFault
+from tickets_ingest.errors import FileRejected, ObjectChanged, TransientFault
 from tickets_ingest.failpoints import Step, reached
 from tickets_ingest.logic.apply import ApplyContext, apply_file
 from tickets_ingest.logic.runtime import Runtime
@@ -50,6 +51,10 @@ class SyncOptions:
     # Asked before each file; False stops the run cleanly between files (Lambda time budget).
     may_start_file: Callable[[StreamObject], bool] | None = None
     on_progress: ProgressCallback | None = None
+    # A live holder of the lock is told to list again before it lets go, and this sync
+    # stops with SyncBusy(handed_over=True) at once (the Lambda handler: the message is
+    # acknowledged, nothing lost). Otherwise: wait lock_wait_seconds, then SyncBusy.
+    hand_over: bool = False
 
 
 def plan_dataset(runtime: Runtime, dataset: str, now: datetime | None = None) -> Plan:
@@ -70,25 +75,66 @@ def plan_dataset(runtime: Runtime, dataset: str, now: datetime | None = None) ->
 
 
 def sync(runtime: Runtime, dataset: str, options: SyncOptions | None = None) -> SyncReport:
+    """Sync ``dataset`` under its lock. Before letting go, the sync lists again if another
+    sync found it busy meanwhile (``release_unless_news``): what that one came for is
+    applied here, so its message can be acknowledged."""
     options = options or SyncOptions()
-    db = runtime.db(verify=True)
+    runtime.db(verify=True)
     ctx = runtime.apply_context(dataset)
-    wait = runtime.settings.lock_wait_seconds
-    if options.lock_wait_seconds is not None:
-        wait = options.lock_wait_seconds
-    with ledger.dataset_lock(db, dataset, wait):
-        plan = plan_dataset(runtime, dataset)
-        reached(Step.LISTED, dataset)
-        report = SyncReport(dataset=dataset, plan=plan, dry_run=options.dry_run)
-        _warn_about(plan)
-        with _Pipeline(runtime, dataset, plan.to_apply, report) as pipeline:
-            if not options.dry_run:
-                for obj in plan.to_archive:
-                    pipeline.archive(obj)
-            report.watermark_after = _apply_in_order(
-                runtime, ctx=ctx, plan=plan, options=options, report=report, pipeline=pipeline
-            )
+    with runtime.dataset_lock(
+        dataset,
+        options.lock_wait_seconds,
+        takes_news=not options.dry_run,  # it lists again before it lets go
+        hand_over=options.hand_over,
+    ) as lock:
+        report = _sync_once(runtime, dataset, ctx, options, lock)
+        while (
+            not options.dry_run
+            and report.ok
+            and not report.stopped_early
+            and not lock.release_unless_news()
+        ):
+            report = _merged(report, _sync_once(runtime, dataset, ctx, options, lock))
     return report
+
+
+def _sync_once(
+    runtime: Runtime, dataset: str, ctx: ApplyContext, options: SyncOptions, lock: DatasetLock
+) -> SyncReport:
+    plan = plan_dataset(runtime, dataset)
+    reached(Step.LISTED, dataset)
+    report = SyncReport(dataset=dataset, plan=plan, dry_run=options.dry_run)
+    _warn_about(plan)
+    with _Pipeline(runtime, dataset, plan.to_apply, report) as pipeline:
+        if not options.dry_run:
+            for obj in plan.to_archive:
+                pipeline.archive(obj)
+        report.watermark_after = _apply_in_order(
+            runtime,
+            ctx=ctx,
+            plan=plan,
+            options=options,
+            report=report,
+            pipeline=pipeline,
+            lock=lock,
+        )
+    return report
+
+
+def _merged(first: SyncReport, then: SyncReport) -> SyncReport:
+    """One report for a sync that listed again before letting go."""
+    plan = replace(
+        then.plan,
+        watermark=first.plan.watermark,
+        to_apply=first.plan.to_apply + then.plan.to_apply,
+        to_archive=first.plan.to_archive + then.plan.to_archive,
+    )
+    return replace(
+        then,
+        plan=plan,
+        applied=first.applied + then.applied,
+        archived=sorted(first.archived + then.archived),
+    )
 
 
 def _apply_in_order(
@@ -99,22 +145,23 @@ def _apply_in_order(
     options: SyncOptions,
     report: SyncReport,
     pipeline: _Pipeline,
-    rebind: Callable[[Database], None] | None = None,
+    lock: DatasetLock,
 ) -> str | None:
     """Apply the plan's files one by one; the watermark after the last one committed.
 
     A file whose try meets a transient fault (its download cut off, the database
     connection lost) is tried again from a fresh GET in a fresh transaction, within the
-    retry policy and the time budget; nothing of a failed try was committed. ``rebind``
-    holds the dataset lock on a new connection after a reconnect (default: take the
-    session advisory lock again here, and give it back at the end).
+    retry policy and the time budget; nothing of a failed try was committed. After a
+    reconnect the dataset lock is held again on the new connection, unless another sync
+    took it over meanwhile (``LockLost``: this sync stops, it never applies again).
     """
     watermark = plan.watermark
-    session = _Session(runtime, ctx.dataset, rebind)
+    session = _Session(runtime, ctx.dataset, lock)
     try:
         for index, planned in enumerate(plan.to_apply):
             obj = planned.obj
             pipeline.raise_if_crashed()
+            lock.raise_if_lost()
             if options.may_start_file is not None and not options.may_start_file(obj):
                 report.stopped_early = True
                 log.info("stopping before %s: time budget", obj.key)
@@ -171,6 +218,8 @@ def _try_file(
     obj = planned.obj
     if session.reconnected and session.committed_already(planned):
         return None
+    lock = session.lock
+    lock.start_file()
     body = pipeline.body(index)
     try:
         reached(Step.BODY_OPENED, obj.key)
@@ -185,6 +234,15 @@ def _try_file(
         )
         if not options.dry_run:
             reached(Step.COMMITTED, obj.key)
+    except DatabaseError as error:
+        waited = lock.wait_timeout(error, obj.key, f"tickets.{ctx.loader.table}")
+        if waited is not None:
+            raise waited from None
+        lock.raise_if_lost()  # a takeover ended this connection: never retried
+        raise
+    except (InterfaceError, OSError):
+        lock.raise_if_lost()
+        raise
     finally:
         body.close()
     return result
@@ -203,31 +261,29 @@ class _Session:
     """The sync's database session across reconnects.
 
     The dataset lock is a session lock: it goes with a lost connection. After
-    reconnecting, the sync takes it again on the new connection (or stops, if another
-    sync took it meanwhile) and asks the ledger, before applying a file again, whether a
-    try whose COMMIT reply was lost did commit it.
+    reconnecting, the sync takes it again on the new connection, or stops with
+    ``LockLost`` if another sync took the dataset over meanwhile (a takeover ends this
+    sync's backend, which looks like any lost connection: the lease tells them apart). It
+    then asks the ledger, before applying a file again, whether a try whose COMMIT reply
+    was lost did commit it.
     """
 
-    def __init__(
-        self, runtime: Runtime, dataset: str, rebind: Callable[[Database], None] | None
-    ) -> None:
+    def __init__(self, runtime: Runtime, dataset: str, lock: DatasetLock) -> None:
         self._runtime = runtime
         self._dataset = dataset
-        self._rebind = rebind
-        self._locked_on = runtime.db()  # the connection sync() took the lock on
+        self.lock = lock
+        self._locked_on = runtime.db()  # the connection the lock is held on
         self.reconnected = False
 
     def recover(self, error: BaseException) -> None:
+        self.lock.raise_if_lost()
         if connection_lost(error):
             self._runtime.close()  # whatever pg8000 says, this connection is done
         db = self._runtime.db()
         if db is self._locked_on:
             return  # the connection survived (the download broke off before any SQL)
         log.warning("reconnected to the database; taking the lock on %s again", self._dataset)
-        if self._rebind is not None:
-            self._rebind(db)
-        elif not db.scalar(sql.TRY_DATASET_LOCK, dataset=self._dataset):
-            raise SyncBusy(self._dataset, "a sync that took over while this one reconnected")
+        self.lock.rebind(db)
         self._locked_on = db
         self.reconnected = True
 
@@ -246,10 +302,8 @@ class _Session:
         return True
 
     def release(self) -> None:
-        """Give back a lock taken again after a reconnect (sync() releases the first one)."""
-        db = self._locked_on
-        if self.reconnected and self._rebind is None and not db.broken:
-            db.scalar(sql.UNLOCK_DATASET, dataset=self._dataset)
+        """Nothing to give back here: the lock (on whichever connection) is released by
+        ``sync()`` when it is done."""
 
 
 class _Pipeline:
