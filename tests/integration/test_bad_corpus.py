@@ -55,7 +55,8 @@ def test_the_corpus_is_what_the_manifest_lists() -> None:
     on_disk = {p.name for p in CORPUS.iterdir() if p.name != "manifest.json"}
     assert on_disk == set(MANIFEST["files"])
     for name in on_disk:
-        assert (CORPUS / name).stat().st_size < 10 * 1024, name
+        # Small, but two rejected records need 200 rows to stay under the 1 % share.
+        assert (CORPUS / name).stat().st_size < 16 * 1024, name
     assert len(ENTRIES) >= 30
     for name, entry in ENTRIES.items():
         assert entry["level"] in {"file", "row", "ok"}, name

@@ -228,18 +228,23 @@ Hook = Callable[[Step, str], None]
 
 
 def fold_file(
-    table: dict[str, Stored], file: StreamFile, key: str, *, guarded: bool
+    table: dict[str, Stored], file: StreamFile, key: str
 ) -> tuple[dict[str, Stored], Counts]:
     """The table after applying ``file`` (read as ``key``), and the file's counts.
 
-    Sentinel and alarm rows are dropped; the last remaining occurrence of a ticket_id wins;
-    a guarded (late) file replaces a stored row only if the stored updated_at is NULL or
-    the incoming one is at least as recent (an incoming NULL never replaces a known time).
+    Sentinel rows are dropped; a record with an empty updated_at is set aside (the recency
+    guard cannot compare it), and when a ticket's last record is set aside, so are its
+    earlier ones; alarm rows are dropped; the last remaining occurrence of a ticket_id
+    wins. Every file, whatever its place in the stream, replaces a stored row only if the
+    stored updated_at is NULL or the incoming one is at least as recent.
     """
     sentinels = [r for r in file.rows if r.sentinel]
     data = [r for r in file.rows if not r.sentinel]
-    alarms = [r for r in data if r.is_alarm]
-    candidates = [r for r in data if not r.is_alarm]
+    last_of = {spec.ticket_id: spec for spec in data}
+    set_aside = [r for r in data if r.updated_at is None or last_of[r.ticket_id].updated_at is None]
+    kept = [r for r in data if r.updated_at is not None and last_of[r.ticket_id].updated_at]
+    alarms = [r for r in kept if r.is_alarm]
+    candidates = [r for r in kept if not r.is_alarm]
     latest: dict[str, RowSpec] = {}
     for spec in candidates:
         latest[spec.ticket_id] = spec
@@ -249,8 +254,8 @@ def fold_file(
         stored = result.get(ticket_id)
         incoming = spec.updated_at
         known = stored.updated_at if stored is not None else None
-        if guarded and known is not None and (incoming is None or incoming < known):
-            continue  # a late row never overwrites a newer (or an unknown-age) one
+        if known is not None and (incoming is None or incoming < known):
+            continue  # older never overwrites newer
         result[ticket_id] = Stored(
             raw_status=normalize_label("raw_status", spec.raw_status),
             region=normalize_label("region", spec.region),
@@ -265,7 +270,7 @@ def fold_file(
         skipped_older=len(latest) - written,
         alarm_filtered=len(alarms),
         sentinel_filtered=len(sentinels),
-        rejected=0,
+        rejected=len(set_aside),
         duplicate_ids=len(candidates) - len(latest),
     )
     return result, counts
@@ -391,7 +396,7 @@ class Model:
             reach(Step.BODY_OPENED, key)
             after = watermark if export_type == LATE else key
             reach(Step.STAGED, key)
-            table, counts = fold_file(self.table, file, key, guarded=export_type == LATE)
+            table, counts = fold_file(self.table, file, key)
             reach(Step.UPSERTED, key)
             reach(Step.LEDGER_WRITTEN, key)
             out.applied.append((key, export_type, counts))

@@ -297,6 +297,34 @@ class TestEndOfCopyMarker:
         for chunk in (1, 2, 3, 8192):
             assert serve(open_body(data, chunk), 3) == data, chunk
 
+    @pytest.mark.parametrize(
+        "data",
+        [
+            HEADER + b'T1,"line one\n\\.\nline three",b\n',  # a quoted multi-line value
+            HEADER + b'T1,"a\r\n\\.\r\nb",b\r\n',  # the same with CRLF
+            HEADER + b'T1,"\n\\.",b\n',  # the marker line ends at the closing quote
+            HEADER + b'T1,"say ""hi""\n\\.\n",b\n',  # escaped quotes before it
+            HEADER + b'T1,"x\n\\.',  # inside a quote left open at EOF (COPY refuses it)
+        ],
+    )
+    def test_a_marker_line_inside_quotes_is_data(self, data: bytes) -> None:
+        for chunk in (1, 2, 3, 5, 8192):
+            for read_size in (1, 3, 8192):
+                assert serve(open_body(data, chunk), read_size) == data, (chunk, read_size)
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            HEADER + b'T1,"quoted\nvalue",b\n\\.\nT2,c,d\n',  # after a closed multi-line value
+            HEADER + b'T1,"say ""hi""",b\n\\.\n',  # after escaped quotes
+            HEADER + b'T1,"a",b\n"\n\\.\n"\n\\.\n',  # after a quoted line, outside again
+        ],
+    )
+    def test_a_marker_line_after_quotes_close_is_rejected(self, data: bytes) -> None:
+        for chunk in (1, 2, 3, 5, 8192):
+            for read_size in (1, 3, 8192):
+                assert "\\." in rejected(data, chunk, read_size).reason
+
 
 # --- properties ---------------------------------------------------------------------------
 
@@ -358,10 +386,16 @@ def test_reserves_exactly_the_input(
     chunk=st.integers(1, 12),
     read_size=st.integers(1, 12),
 )
-def test_marker_line_always_rejected(
+def test_marker_line_rejected_exactly_when_outside_quotes(
     lines: list[bytes], position: int, ending: bytes, chunk: int, read_size: int
 ) -> None:
     position = min(position, len(lines))
     before = b"".join(line + b"\n" for line in lines[:position])
     after = b"".join(line + b"\n" for line in lines[position:]) if ending else b""
-    rejected(HEADER + before + b"\\." + ending + after, chunk, read_size)
+    # Only the marker under test: any other (quoted or not) would decide the outcome.
+    prefix = without_marker(HEADER + before)
+    data = prefix + b"\\." + without_marker(ending + after)
+    if prefix.count(b'"') % 2 == 0:
+        rejected(data, chunk, read_size)
+    else:  # inside a quoted value: data, as COPY reads it
+        assert serve(open_body(data, chunk), read_size) == without_trailing_blank_lines(data)

@@ -19,7 +19,14 @@ from tickets_devkit.generator import (
     csv_lines,
     write_baseline_to,
 )
-from tickets_ingest.core.schema import COLUMN_KINDS, CSV_COLUMNS, SENTINEL_PREFIX, Kind
+from tickets_ingest.core.schema import (
+    COLUMN_KINDS,
+    CSV_COLUMNS,
+    SENTINEL_PREFIX,
+    VALUE_SHAPES,
+    Kind,
+    key_problem,
+)
 
 TS_FORMAT = "%Y-%m-%d %H:%M:%S"
 TIMESTAMP_COLUMNS = tuple(c for c, k in COLUMN_KINDS.items() if k is Kind.TIMESTAMPTZ)
@@ -309,3 +316,19 @@ def test_csv_lines_matches_csv_writer(row: list[str]) -> None:
     expected = io.StringIO()
     csv.writer(expected).writerow(row)
     assert list(csv_lines([row])) == [expected.getvalue()]
+
+
+def test_every_value_written_has_the_literal_shape_the_ingester_accepts() -> None:
+    """VALUE_SHAPES and the key rule describe what the exporter writes: none of its rows
+    may be set aside for them (deltas with repeats included)."""
+    stream = TicketStream(seed=11)
+    files = [stream.baseline(2000, sentinel=True), stream.delta(300, repeat_ids=20)]
+    for stream_file in files:
+        for record in dict_rows(stream_file):
+            if record["ticket_id"].startswith(SENTINEL_PREFIX):
+                continue
+            assert key_problem(record["ticket_id"]) is None, record["ticket_id"]
+            assert record["updated_at"], record["ticket_id"]
+            for column, kind in COLUMN_KINDS.items():
+                shape = VALUE_SHAPES.get(kind)
+                assert shape is None or shape.matches(record[column]), (column, record[column])

@@ -12,11 +12,14 @@ from tickets_ingest.core.schema import (
     CSV_COLUMNS,
     DEFAULT_DROP_FIELDS,
     KEY_COLUMN,
+    MAX_KEY_LENGTH,
     NORMALIZED_COLUMNS,
     RECENCY_COLUMN,
     SENTINEL_PREFIX,
+    VALUE_SHAPES,
     Kind,
     check_header,
+    key_problem,
 )
 from tickets_ingest.errors import FileRejected
 
@@ -168,3 +171,72 @@ class TestCheckHeader:
         with pytest.raises(FileRejected) as info:
             check_header(KEY, header)
         assert info.value.reason == f"bad header: missing column(s) {missing!r}"
+
+
+class TestValueShapes:
+    """The export's literal shapes (what migration 0003's tickets.literal lets through)."""
+
+    def test_every_kind_with_special_words_has_a_shape(self) -> None:
+        assert set(VALUE_SHAPES) == {Kind.TIMESTAMPTZ, Kind.DATE, Kind.DOUBLE, Kind.NUMERIC}
+
+    @pytest.mark.parametrize(
+        ("kind", "value"),
+        [
+            (Kind.TIMESTAMPTZ, "2026-06-22 15:50:39"),
+            (Kind.TIMESTAMPTZ, "2026-06-22T12:50:39Z"),
+            (Kind.TIMESTAMPTZ, "2026-06-22 15:50:39.5+03"),
+            (Kind.TIMESTAMPTZ, " 2026-06-22 15:50:39+03:00 "),
+            (Kind.DATE, "2026-06-15"),
+            (Kind.DOUBLE, "-1.264123"),
+            (Kind.DOUBLE, "1e-5"),
+            (Kind.NUMERIC, "6.25"),
+            (Kind.NUMERIC, ""),
+        ],
+    )
+    def test_literals_match(self, kind: Kind, value: str) -> None:
+        assert VALUE_SHAPES[kind].matches(value)
+
+    @pytest.mark.parametrize(
+        "word",
+        ["now", "today", "tomorrow", "yesterday", "epoch", "infinity", "-infinity", "J2461214"],
+    )
+    def test_special_words_do_not_match_a_timestamp_or_date(self, word: str) -> None:
+        for kind in (Kind.TIMESTAMPTZ, Kind.DATE):
+            assert not VALUE_SHAPES[kind].matches(word)
+            assert not VALUE_SHAPES[kind].matches(word.upper())
+
+    @pytest.mark.parametrize("word", ["NaN", "nan", "Infinity", "-Infinity", "inf", "+inf"])
+    def test_special_words_do_not_match_a_number(self, word: str) -> None:
+        for kind in (Kind.DOUBLE, Kind.NUMERIC):
+            assert not VALUE_SHAPES[kind].matches(word)
+
+    def test_a_shape_is_the_whole_value(self) -> None:
+        assert not VALUE_SHAPES[Kind.DATE].matches("2026-06-15x")
+        assert not VALUE_SHAPES[Kind.DOUBLE].matches("1.5\n")
+
+
+class TestKeyRule:
+    @pytest.mark.parametrize(
+        ("ticket_id", "problem"),
+        [
+            ("INC1 ", "leading or trailing whitespace"),
+            (" INC1", "leading or trailing whitespace"),
+            ("INC1\u00a0", "leading or trailing whitespace"),
+            ("\u2009INC1", "leading or trailing whitespace"),
+            ("INC1\u200b", "leading or trailing whitespace"),
+            ("\ufeffINC1", "leading or trailing whitespace"),
+            ("INC1\t", "a control character"),
+            ("IN\nC1", "a control character"),
+            ("INC1\r\n", "a control character"),
+            ("INC\x00", None),  # NUL cannot reach the database (COPY refuses the file)
+            ("INC\x1b[0m", "a control character"),
+            ("INC\x9b", "a control character"),
+            ("K" * (MAX_KEY_LENGTH + 1), f"longer than {MAX_KEY_LENGTH} characters"),
+        ],
+    )
+    def test_refused(self, ticket_id: str, problem: str | None) -> None:
+        assert key_problem(ticket_id) == problem
+
+    @pytest.mark.parametrize("ticket_id", ["INC1", "INC 1", "K" * MAX_KEY_LENGTH, "ÉCHO-7/ä"])
+    def test_accepted(self, ticket_id: str) -> None:
+        assert key_problem(ticket_id) is None

@@ -39,6 +39,17 @@ class FileRejected(IngestError):
         return f"{where}: {self.reason}"
 
 
+class FileFailed(IngestError):
+    """Applying a file failed for a reason that is not its content (the database refused
+    a statement: a privilege, a missing object, a server limit); nothing of it was
+    committed, the dataset stops there, and the next run tries the file again."""
+
+    def __init__(self, key: str, cause: str) -> None:
+        self.key = key
+        self.cause = cause
+        super().__init__(f"{key}: applying it failed, nothing of it committed: {cause}")
+
+
 class SyncBusy(IngestError):
     """Another sync of the same dataset holds the lock.
 

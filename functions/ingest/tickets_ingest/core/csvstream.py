@@ -2,8 +2,9 @@
 
 PostgreSQL parses the CSV (in C, fast, with exact line numbers in its errors); this wrapper
 only does what COPY cannot: read and check the header (any column order, UTF-8 BOM), refuse
-an empty object, and refuse a line holding only ``\\.``, which COPY would take as the end of
-the data and silently drop every row after it. It never holds more than one chunk in memory.
+an empty object, and refuse a line holding only ``\\.`` outside quotes, which COPY would take
+as the end of the data and silently drop every row after it (inside a quoted value such a
+line is data, and COPY keeps it). It never holds more than one chunk in memory.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class CsvBody(io.RawIOBase):
         self._held = b""  # line ends at the end of what was read so far
         self._eof = False
         self._tail = b""  # last bytes handed out, to find a marker split across chunks
+        self._quoted = False  # whether the bytes handed out so far end inside quotes
         self.bytes_read = 0
         self.header = self._read_header()
 
@@ -129,17 +131,25 @@ class CsvBody(io.RawIOBase):
             self._held = b""
 
     def _check_end_marker(self, data: bytes) -> None:
-        window = self._tail + data
+        """Refuse a line holding only ``\\.`` outside quotes. Every ``"`` toggles quoting
+        (an escaped ``""`` toggles twice), as in PostgreSQL's CSV reader."""
+        tail = self._tail
+        window = tail + data
         at_eof = not data
+        # Quoting at the start of the window: the tail's quotes are counted already.
+        quoted_at_start = self._quoted ^ (tail.count(b'"') % 2 == 1)
         start = 0
         while (found := window.find(_END_MARKER, start)) != -1:
             after = window[found + len(_END_MARKER) : found + len(_END_MARKER) + 1]
-            if after in (b"\n", b"\r") or (after == b"" and at_eof):
+            line_end = after in (b"\n", b"\r") or (after == b"" and at_eof)
+            inside = quoted_at_start ^ (window.count(b'"', 0, found) % 2 == 1)
+            if line_end and not inside:
                 raise FileRejected(
                     self.key,
                     "a line holding only '\\.' (PostgreSQL's end-of-data marker) would "
                     "truncate the file; quote it in the export",
                 )
             start = found + 1
+        self._quoted ^= data.count(b'"') % 2 == 1
         # Keep enough to see a marker that straddles two chunks (and the byte after it).
         self._tail = window[-(len(_END_MARKER)) :]

@@ -6,7 +6,9 @@ Pure: no I/O. The PostgreSQL side derives its casts from ``COLUMN_KINDS``.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from tickets_ingest.errors import FileRejected
 
@@ -93,6 +95,61 @@ SENTINEL_PREFIX = "EXPORT STOPPED"
 #: Columns normalized through the alias table (trim, collapse whitespace, map).
 NORMALIZED_COLUMNS: tuple[str, ...] = ("region", "raw_status")
 DEFAULT_DROP_FIELDS: tuple[str, ...] = ("source_s3_bucket", "source_s3_key", "source_snapshot_id")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The literal form of a typed column's values, as the export writes them."""
+
+    pattern: str  # the same text is a Python ``re`` and a PostgreSQL ARE pattern
+    described: str  # for the error a rejected value gets (tickets.literal_problem's words)
+
+    def matches(self, value: str) -> bool:
+        """``value`` (surrounding spaces aside, as the cast trims them) has this shape, or
+        is empty (NULL)."""
+        trimmed = value.strip(" ")
+        return not trimmed or re.fullmatch(self.pattern, trimmed) is not None
+
+
+#: What a typed value may look like: PostgreSQL's input functions also read words the
+#: export never writes (``now``, ``today``, ``epoch``, ``infinity``, ``NaN``, Julian days
+#: ``J2461214``, ...), and those would be stored as data. Migration 0003's
+#: ``tickets.value_shape`` holds these exact patterns (tests/integration/test_values.py
+#: compares them). Booleans have no such words; their cast is their check.
+_NUMBER = r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
+VALUE_SHAPES: dict[Kind, Shape] = {
+    Kind.TIMESTAMPTZ: Shape(
+        r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+        r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?",
+        "YYYY-MM-DD HH:MM:SS, optionally with a fraction and Z or an offset",
+    ),
+    Kind.DATE: Shape(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", "YYYY-MM-DD"),
+    Kind.DOUBLE: Shape(_NUMBER, "a decimal number"),
+    Kind.NUMERIC: Shape(_NUMBER, "a decimal number"),
+}
+
+#: The key rule: a ticket_id is stored, compared and de-duplicated as its exact text, so
+#: text that only looks like another key is refused instead of becoming a second ticket.
+MAX_KEY_LENGTH = 256
+#: Characters a key may not start or end with: Unicode's spaces, the zero-width space and
+#: the BOM (control characters, tab and line breaks included, are refused anywhere).
+_EDGE_SPACE = r"[ \u00a0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff]"
+#: (problem, pattern searched for, again both Python ``re`` and PostgreSQL ARE), in order.
+#: Controls first: with none left, ``$`` means the end of the text in both dialects.
+KEY_PROBLEMS: tuple[tuple[str, str], ...] = (
+    ("a control character", r"[\x01-\x1f\x7f-\x9f]"),
+    ("leading or trailing whitespace", f"^{_EDGE_SPACE}|{_EDGE_SPACE}$"),
+)
+
+
+def key_problem(ticket_id: str) -> str | None:
+    """Why ``ticket_id`` is not a usable key, or None. Blank is checked by the caller."""
+    if len(ticket_id) > MAX_KEY_LENGTH:
+        return f"longer than {MAX_KEY_LENGTH} characters"
+    for problem, pattern in KEY_PROBLEMS:
+        if re.search(pattern, ticket_id):
+            return problem
+    return None
 
 
 def check_header(key: str, header: Sequence[str]) -> tuple[str, ...]:

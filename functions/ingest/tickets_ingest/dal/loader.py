@@ -1,11 +1,15 @@
 """Set-based loading of one file inside the caller's transaction.
 
-The steps, each one statement: COPY the raw CSV into a text staging table; reject rows with
-no ticket_id; upsert the typed rows in one ``INSERT ... ON CONFLICT``. Typing is optimistic:
-if a value does not cast, the upsert fails as a whole, we roll back to a savepoint, find the
-bad rows with ``tickets.input_error`` (exact PostgreSQL casts, slow, only on such files),
-set them aside and upsert again. A clean file therefore costs what PostgreSQL's own COPY +
-upsert cost.
+The steps, each one statement: COPY the raw CSV into a text staging table; reject rows whose
+ticket_id breaks the key rule or whose updated_at is empty; upsert the typed rows in one
+``INSERT ... ON CONFLICT``, under the recency guard. Typing is optimistic: each value goes
+through ``tickets.literal`` (the export's literal shapes only) and its cast; if one fails,
+the upsert fails as a whole, we roll back to a savepoint, find the bad rows with
+``tickets.input_error`` (slow, only on such files), set them aside and upsert again. A clean
+file therefore costs about what PostgreSQL's own COPY + upsert cost.
+
+When a ticket's last occurrence in a file is set aside, so are its earlier ones: an older
+version must not stand in for the newest one, which was refused.
 
 Identifiers come from ``core.schema`` and validated settings and are always quoted here.
 """
@@ -24,6 +28,8 @@ from tickets_ingest.core.schema import (
     COLUMN_KINDS,
     CSV_COLUMNS,
     KEY_COLUMN,
+    KEY_PROBLEMS,
+    MAX_KEY_LENGTH,
     NORMALIZED_COLUMNS,
     RECENCY_COLUMN,
     SENTINEL_PREFIX,
@@ -56,12 +62,85 @@ def _is_alarm() -> str:
     )
 
 
+# The cast path's quick check (the exporter's own layout) is cheap per value, but its
+# character class is a regex call: taken once per row over the row's values joined
+# (``q.plain_*``, below), it costs nearly nothing. A value that passes its layout and whose
+# row is plain is exactly of its shape; anything else goes through ``tickets.literal``.
+_PLAIN_CHARS = {Kind.TIMESTAMPTZ: "0-9 :-", Kind.DATE: "0-9 :-", Kind.DOUBLE: "0-9.-"}
+_PLAIN_CHARS[Kind.NUMERIC] = _PLAIN_CHARS[Kind.DOUBLE]
+_LAYOUT = {
+    # Fixed separators, and no other separator in a digit's place.
+    Kind.TIMESTAMPTZ: (
+        "LIKE '____-__-__ __:__:__'",
+        "NOT LIKE '%-%-%-%'",
+        "NOT LIKE '%:%:%:%'",
+        "NOT LIKE '% % %'",
+    ),
+    Kind.DATE: ("LIKE '____-__-__'", "NOT LIKE '%-%-%-%'"),
+    # Digits, '.' and '-' only: of the shape, or refused by the cast itself.
+    Kind.DOUBLE: (),
+    Kind.NUMERIC: (),
+}
+
+
+def _plain_flag(kind: Kind) -> str:
+    return "q.plain_numbers" if _PLAIN_CHARS[kind] == _PLAIN_CHARS[Kind.DOUBLE] else "q.plain_times"
+
+
+def _plain_row(columns: tuple[str, ...]) -> str:
+    """The per-row flags of ``_cast``'s quick check, as a lateral subquery."""
+    flags = []
+    for flag in ("q.plain_times", "q.plain_numbers"):
+        typed = [
+            c
+            for c in columns
+            if COLUMN_KINDS[c] in _LAYOUT and _plain_flag(COLUMN_KINDS[c]) == flag
+        ]
+        chars = _PLAIN_CHARS[Kind.DATE if flag == "q.plain_times" else Kind.DOUBLE]
+        joined = ", ".join(f"s.{_q(c)}" for c in typed) or "''"
+        flags.append(f"concat({joined}) !~ '[^{chars}]' AS {flag[2:]}")
+    # OFFSET 0: evaluated once per row, not once per reference.
+    return f"CROSS JOIN LATERAL (SELECT {', '.join(flags)} OFFSET 0) AS q"
+
+
 def _cast(column: str) -> str:
-    """The typed value of a staged column: empty is NULL, text stays text."""
+    """The typed value of a staged column: empty is NULL, text stays text, and a typed value
+    must be a literal of its kind's shape (``core.schema.VALUE_SHAPES``)."""
     kind = COLUMN_KINDS[column]
+    value = f"s.{_q(column)}"
     if kind is Kind.TEXT:
-        return f"nullif(s.{_q(column)}, '')"
-    return f"CAST(nullif(btrim(s.{_q(column)}), '') AS {kind.value})"
+        return f"nullif({value}, '')"
+    if kind is Kind.BOOLEAN:
+        return f"CAST(nullif(btrim({value}), '') AS {kind.value})"
+    quick = " AND ".join((_plain_flag(kind), *(f"{value} {test}" for test in _LAYOUT[kind])))
+    return (
+        f"CAST(CASE WHEN {value} = '' THEN NULL WHEN {quick} THEN {value}\n"
+        f"                ELSE tickets.literal({value}, '{kind.value}') END AS {kind.value})"
+    )
+
+
+def _row_problem() -> str:
+    """Why a staged row is set aside before any cast (NULL: it is not): the key rule of
+    ``core.schema`` (the same rule everywhere a key is compared: storage, de-duplication
+    and ON CONFLICT all see exactly this text), then an empty updated_at, which the recency
+    guard cannot compare. Sentinel rows are never set aside."""
+    key = f"s.{_q(KEY_COLUMN)}"
+    recency = f"s.{_q(RECENCY_COLUMN)}"
+    problems = "".join(
+        f"\n         WHEN {key} ~ '{pattern}' THEN '{KEY_COLUMN}: {problem}'"
+        for problem, pattern in KEY_PROBLEMS
+    )
+    return (
+        f"CASE WHEN {key} IS NULL OR btrim({key}) = '' THEN '{KEY_COLUMN}: empty'\n"
+        f"         WHEN {key} LIKE '{_SENTINEL_LIKE}' THEN NULL\n"
+        f"         WHEN length({key}) > {MAX_KEY_LENGTH}\n"
+        f"              THEN '{KEY_COLUMN}: longer than {MAX_KEY_LENGTH} characters ('"
+        f" || length({key}) || ')'"
+        f"{problems}\n"
+        f"         WHEN {recency} IS NULL OR btrim({recency}) = ''\n"
+        f"              THEN '{RECENCY_COLUMN}: empty (the recency guard cannot compare it)'\n"
+        f"    END"
+    )
 
 
 @dataclass(frozen=True)
@@ -98,7 +177,9 @@ class TableLoader:
             f"    rec_no bigint GENERATED ALWAYS AS IDENTITY,\n    {columns}\n"
             f") ON COMMIT DELETE ROWS;\n"
             f"CREATE TEMP TABLE IF NOT EXISTS rejected_records (\n"
-            f"    rec_no bigint PRIMARY KEY,\n    error text NOT NULL\n"
+            f"    rec_no bigint PRIMARY KEY,\n    error text NOT NULL,\n"
+            # The rejected last occurrence an earlier occurrence was set aside with.
+            f"    superseded_by bigint\n"
             f") ON COMMIT DELETE ROWS"
         )
 
@@ -110,24 +191,51 @@ class TableLoader:
         )
 
     @cached_property
-    def reject_blank_ids(self) -> str:
-        """Set aside rows without a ticket_id, and count in the same scan: rows read,
-        sentinels, rows set aside, alarm rows, and rows left to upsert."""
+    def reject_bad_rows(self) -> str:
+        """Set aside rows without a usable ticket_id or updated_at, and count in the same
+        scan: rows read, sentinels, rows set aside, alarm rows, and rows left to upsert."""
         key = _q(KEY_COLUMN)
-        blank = f"(s.{key} IS NULL OR btrim(s.{key}) = '')"
         return (
-            f"WITH blank AS (\n"
+            f"WITH checked AS MATERIALIZED (\n"
+            f"    SELECT s.rec_no, s.{key} LIKE '{_SENTINEL_LIKE}' AS sentinel,\n"
+            f"           {_row_problem()} AS problem,\n"
+            f"           {_is_alarm()} AS alarm\n"
+            f"    FROM {STAGING} AS s\n"
+            f"), set_aside AS (\n"
             f"    INSERT INTO {REJECTS} (rec_no, error)\n"
-            f"    SELECT s.rec_no, '{KEY_COLUMN}: empty' FROM {STAGING} AS s WHERE {blank}\n"
+            f"    SELECT rec_no, problem FROM checked WHERE problem IS NOT NULL\n"
             f"    RETURNING 1\n)\n"
-            f"SELECT count(*), count(*) FILTER (WHERE sentinel), (SELECT count(*) FROM blank),\n"
-            f"       count(*) FILTER (WHERE kept AND alarm),\n"
-            f"       count(*) FILTER (WHERE kept AND NOT alarm)\n"
-            # Each flag computed once per row.
-            f"FROM (SELECT s.{key} LIKE '{_SENTINEL_LIKE}' AS sentinel,\n"
-            f"             NOT {blank} AND s.{key} NOT LIKE '{_SENTINEL_LIKE}' AS kept,\n"
-            f"             {_is_alarm()} AS alarm\n"
-            f"      FROM {STAGING} AS s) AS flags"
+            # A NULL ticket_id is neither a sentinel nor kept: coalesce the flag.
+            f"SELECT count(*), count(*) FILTER (WHERE coalesce(sentinel, false)),\n"
+            f"       (SELECT count(*) FROM set_aside),\n"
+            f"       count(*) FILTER (WHERE problem IS NULL AND NOT sentinel AND alarm),\n"
+            f"       count(*) FILTER (WHERE problem IS NULL AND NOT sentinel AND NOT alarm)\n"
+            f"FROM checked"
+        )
+
+    @cached_property
+    def reject_superseded(self) -> str:
+        """Set aside every earlier occurrence of a ticket whose last occurrence in the file
+        was set aside (naming that line). Runs only when something was set aside."""
+        key = _q(KEY_COLUMN)
+        return (
+            f"WITH last_rejected AS (\n"
+            f"    SELECT s.{key} AS ticket_id, max(s.rec_no) AS rec_no\n"
+            f"    FROM {REJECTS} AS r JOIN {STAGING} AS s ON s.rec_no = r.rec_no\n"
+            f"    WHERE r.superseded_by IS NULL AND btrim(s.{key}) <> ''\n"
+            f"      AND s.{key} NOT LIKE '{_SENTINEL_LIKE}'\n"
+            f"    GROUP BY s.{key}\n"
+            f"), last_is_rejected AS (\n"
+            f"    SELECT l.ticket_id, l.rec_no FROM last_rejected AS l\n"
+            f"    WHERE NOT EXISTS (SELECT 1 FROM {STAGING} AS later\n"
+            f"                      WHERE later.{key} = l.ticket_id AND later.rec_no > l.rec_no)\n"
+            f")\n"
+            f"INSERT INTO {REJECTS} (rec_no, error, superseded_by)\n"
+            f"SELECT s.rec_no, '{KEY_COLUMN}: set aside with its last occurrence in the file',"
+            f" l.rec_no\n"
+            f"FROM last_is_rejected AS l JOIN {STAGING} AS s\n"
+            f"  ON s.{key} = l.ticket_id AND s.rec_no < l.rec_no\n"
+            f"WHERE NOT EXISTS (SELECT 1 FROM {REJECTS} AS r WHERE r.rec_no = s.rec_no)"
         )
 
     @staticmethod
@@ -153,8 +261,12 @@ class TableLoader:
             f"  AND s.{_q(KEY_COLUMN)} NOT LIKE '{_SENTINEL_LIKE}'"
         )
 
-    def upsert(self, *, recency_guard: bool, exclude_rejected: bool = True) -> str:
+    def upsert(self, *, exclude_rejected: bool = True) -> str:
         """Upsert the last valid occurrence of each ticket_id; returns (distinct, written).
+
+        Whatever the file's place in the stream (baseline, delta, late, replay), a row
+        replaces a stored one only if its updated_at is not older (the recency guard):
+        older data never overwrites newer.
 
         Labels are normalized once per distinct raw value (a file has a few dozen regions
         and statuses, not thousands), then joined: far cheaper than a regex per row.
@@ -186,18 +298,14 @@ class TableLoader:
         updates = ",\n        ".join(
             f"{_q(c)} = excluded.{_q(c)}" for c in all_columns if c != KEY_COLUMN
         )
-        guard = ""
-        if recency_guard:
-            recency = _q(RECENCY_COLUMN)
-            guard = (
-                f"\n    WHERE stored.{recency} IS NULL OR excluded.{recency} >= stored.{recency}"
-            )
+        recency = _q(RECENCY_COLUMN)
+        # A stored NULL (rows from before updated_at was required) is replaced.
+        guard = f"\n    WHERE stored.{recency} IS NULL OR excluded.{recency} >= stored.{recency}"
         ctes.append(
-            # Counted separately only under the recency guard (where rows may be kept out);
-            # otherwise every distinct row is written and the CTE is inlined, not stored.
-            f"latest AS {'MATERIALIZED' if recency_guard else 'NOT MATERIALIZED'} (\n"
+            # Counted apart from the rows written: the guard may keep some out.
+            f"latest AS MATERIALIZED (\n"
             f"    SELECT DISTINCT ON (s.{_q(KEY_COLUMN)})\n           {select_list}\n"
-            f"    FROM {STAGING} AS s{joins}\n"
+            f"    FROM {STAGING} AS s {_plain_row(columns)}{joins}\n"
             f"    WHERE {self._candidate_filter(exclude_rejected=exclude_rejected)}\n"
             # The last occurrence of a ticket_id within the file wins.
             f"    ORDER BY s.{_q(KEY_COLUMN)}, s.rec_no DESC\n)"
@@ -212,12 +320,7 @@ class TableLoader:
         return (
             "WITH "
             + ",\n".join(ctes)
-            + "\n"
-            + (
-                "SELECT (SELECT count(*) FROM latest), (SELECT count(*) FROM written)"
-                if recency_guard
-                else "SELECT count(*), count(*) FROM written"
-            )
+            + "\nSELECT (SELECT count(*) FROM latest), (SELECT count(*) FROM written)"
         )
 
     @cached_property
@@ -239,22 +342,27 @@ class TableLoader:
 
     @staticmethod
     def rejected_details(file_columns: tuple[str, ...]) -> str:
-        """Rejected records with their physical line (header is line 1) and raw CSV text."""
+        """Rejected records with their physical line (header is line 1) and raw CSV text;
+        a record set aside with a later one names that one's line."""
         fields = ", ".join(f"tickets.csv_field(s.{_q(c)})" for c in file_columns)
         newline_count = " + ".join(
             f"coalesce(length(s.{_q(c)}) - length(replace(s.{_q(c)}, E'\\n', '')), 0)"
             for c in file_columns
         )
         return (
-            f"SELECT r.rec_no, l.line_number, array_to_string(ARRAY[{fields}], ','), r.error\n"
+            # rec_no keeps counting across files on one connection: number rows afresh.
+            f"WITH lines AS (\n"
+            f"    SELECT rec_no, 1 + row_number() OVER (ORDER BY rec_no)\n"
+            f"        + coalesce(sum({newline_count}) OVER (\n"
+            f"        ORDER BY rec_no ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)\n"
+            f"        AS line_number\n"
+            f"    FROM {STAGING} AS s\n)\n"
+            f"SELECT r.rec_no, l.line_number, array_to_string(ARRAY[{fields}], ','),\n"
+            f"       r.error || coalesce(' (line ' || later.line_number || ', rejected)', '')\n"
             f"FROM {REJECTS} AS r\n"
             f"JOIN {STAGING} AS s ON s.rec_no = r.rec_no\n"
-            # rec_no keeps counting across files on one connection: number rows afresh.
-            f"JOIN (SELECT rec_no, 1 + row_number() OVER (ORDER BY rec_no)\n"
-            f"          + coalesce(sum({newline_count}) OVER (\n"
-            f"          ORDER BY rec_no ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)\n"
-            f"          AS line_number\n"
-            f"      FROM {STAGING} AS s) AS l ON l.rec_no = r.rec_no\n"
+            f"JOIN lines AS l ON l.rec_no = r.rec_no\n"
+            f"LEFT JOIN lines AS later ON later.rec_no = r.superseded_by\n"
             f"ORDER BY r.rec_no"
         )
 

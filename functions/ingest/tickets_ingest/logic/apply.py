@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,10 +20,16 @@ from tickets_ingest.dal import ledger
 from tickets_ingest.dal import sql as statements
 from tickets_ingest.dal.db import Database, DatabaseError, error_fields, sqlstate
 from tickets_ingest.dal.loader import TableLoader
-from tickets_ingest.errors import FileRejected
+from tickets_ingest.dal.retry import connection_lost
+from tickets_ingest.errors import FileFailed, FileRejected
 from tickets_ingest.failpoints import Step, reached
-from tickets_ingest.models import ExportType, FileResult, PlannedFile, RowCounts
+from tickets_ingest.models import FileResult, PlannedFile, RowCounts
 
+# SQLSTATE classes a file's content causes: 21 cardinality (a key twice in one upsert),
+# 22 data exception, 23 integrity constraint, 54 program limit (e.g. an index row too big).
+_CONTENT_CLASSES = ("21", "22", "23", "54")
+# lock_not_available, query_canceled (lock_timeout / statement_timeout): not the content.
+_NOT_THE_FILES = {"55P03", "57014"}
 _WHERE = re.compile(r"line (\d+)(?:, column (\w+))?")
 _MAX_LISTED_ROW_ERRORS = 3
 
@@ -65,7 +72,7 @@ def apply_file(
     csv_body = CsvBody(obj.key, body, on_progress=on_progress)
     file_columns = check_header(obj.key, csv_body.header)
     counts = RowCounts()
-    with db.transaction(commit=not dry_run):
+    with _named_failures(obj.key), db.transaction(commit=not dry_run):
         db.run(
             statements.SET_FILE_SESSION,
             timezone=ctx.source_timezone,
@@ -83,27 +90,25 @@ def apply_file(
             counts.rejected,
             counts.alarm_filtered,
             candidates,
-        ) = db.one(ctx.loader.reject_blank_ids)
+        ) = db.one(ctx.loader.reject_bad_rows)
+        if counts.rejected and _set_aside_superseded(db, ctx, counts):
+            counts.alarm_filtered, candidates = db.one(ctx.loader.candidate_counts)
         _check_reject_share(db, ctx, obj.key, file_columns, counts)
 
-        guarded = planned.export_type in (ExportType.LATE, ExportType.REPLAY)
         try:
             with db.savepoint("typed"):
-                _upsert(db, ctx, source_key, counts, guarded=guarded, candidates=candidates)
+                _upsert(db, ctx, source_key, counts, candidates=candidates)
         except DatabaseError as exc:
             if not sqlstate(exc).startswith("22"):
                 raise
-            # Some value does not cast: find every bad row exactly, set them aside, retry.
+            # Some value is not a literal or does not cast: find every bad row exactly,
+            # set them aside (with the earlier occurrences of their tickets), retry.
             db.run(ctx.loader.find_bad_values)
             counts.rejected += db.row_count
-            _check_reject_share(db, ctx, obj.key, file_columns, counts)
+            _set_aside_superseded(db, ctx, counts)
             counts.alarm_filtered, candidates = db.one(ctx.loader.candidate_counts)
-            try:
-                _upsert(db, ctx, source_key, counts, guarded=guarded, candidates=candidates)
-            except DatabaseError as again:
-                if not sqlstate(again).startswith("22"):
-                    raise
-                raise FileRejected(obj.key, _message(again)) from None
+            _check_reject_share(db, ctx, obj.key, file_columns, counts)
+            _upsert(db, ctx, source_key, counts, candidates=candidates)
         timings["upsert"] = _ms_since(clock) - timings["copy"]
         reached(Step.UPSERTED, obj.key)
 
@@ -162,16 +167,24 @@ def _copy(
 
 
 def _upsert(
-    db: Database, ctx: ApplyContext, key: str, counts: RowCounts, *, guarded: bool, candidates: int
+    db: Database, ctx: ApplyContext, key: str, counts: RowCounts, *, candidates: int
 ) -> None:
     distinct_ids, written = db.one(
-        ctx.loader.upsert(recency_guard=guarded, exclude_rejected=counts.rejected > 0),
+        ctx.loader.upsert(exclude_rejected=counts.rejected > 0),
         aliases=ctx.aliases_json,
         source_key=key,
     )
     counts.upserted = written
     counts.duplicate_ids = candidates - distinct_ids
     counts.skipped_older = distinct_ids - written
+
+
+def _set_aside_superseded(db: Database, ctx: ApplyContext, counts: RowCounts) -> bool:
+    """Set aside the earlier occurrences of tickets whose last occurrence was set aside
+    (an older version must not stand in for it); True if that set anything aside."""
+    db.run(ctx.loader.reject_superseded)
+    counts.rejected += db.row_count
+    return db.row_count > 0
 
 
 def _check_reject_share(
@@ -198,6 +211,33 @@ def _save_rejected_rows(
     db: Database, ctx: ApplyContext, key: str, etag: str, columns: tuple[str, ...]
 ) -> None:
     db.run(ctx.loader.save_rejected(columns), dataset=ctx.dataset, source_key=key, etag=etag)
+
+
+@contextmanager
+def _named_failures(key: str) -> Iterator[None]:
+    """A database error while applying ``key`` leaves as ``_named`` says."""
+    try:
+        yield
+    except DatabaseError as exc:
+        named = _named(key, exc)
+        if named is None:
+            raise
+        raise named from exc
+
+
+def _named(key: str, error: Exception) -> FileRejected | FileFailed | None:
+    """What a database error while applying ``key`` becomes: a rejection of the file when
+    the file's content caused it, else an error naming the file. Lock waits and lost
+    connections stay as they are (None): the lock-wait handling and the retry policy take
+    them."""
+    state = sqlstate(error)
+    if state in _NOT_THE_FILES or connection_lost(error):
+        return None
+    detail = error_fields(error).get("D")
+    message = _message(error) + (f" ({detail})" if detail else "")
+    if state[:2] in _CONTENT_CLASSES:
+        return FileRejected(key, f"{message} [SQLSTATE {state}]")
+    return FileFailed(key, f"database: {message} [SQLSTATE {state or 'none'}]")
 
 
 def _message(error: DatabaseError) -> str:
