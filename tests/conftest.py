@@ -27,6 +27,12 @@ BUCKET = "tickets"
 TEMPLATE = "tickets_template"
 
 
+def plain_text_unless_asked(url: str) -> bool | None:
+    """pg8000's ssl_context for a test connection: False (no TLS, and no CA store loaded
+    per connection, ~80 ms) unless the URL asks for TLS (a TEST_DATABASE_URL may)."""
+    return None if "sslmode=" in url and "sslmode=disable" not in url else False
+
+
 @dataclass
 class PostgresServer:
     """Where test databases are created: our own throwaway server or TEST_DATABASE_URL's."""
@@ -46,6 +52,7 @@ class PostgresServer:
             host=parts.hostname or "127.0.0.1",
             port=parts.port or 5432,
             database=parts.path.lstrip("/") or "postgres",
+            ssl_context=plain_text_unless_asked(self.admin_url),
         )
 
     def create_database(self, template: str | None = None) -> str:
@@ -53,10 +60,19 @@ class PostgresServer:
         con = self.admin()
         try:
             clause = f" TEMPLATE {pg8000.native.identifier(template)}" if template else ""
+            if template and self._file_copy(con):
+                # PostgreSQL 15's default (WAL_LOG) writes the whole template through the
+                # WAL: ~140 ms a test here, against ~30 ms for a plain file copy.
+                clause += " STRATEGY FILE_COPY"
             con.run(f"CREATE DATABASE {pg8000.native.identifier(name)}{clause}")
         finally:
             con.close()
         return name
+
+    @staticmethod
+    def _file_copy(con: Any) -> bool:
+        """CREATE DATABASE takes STRATEGY from PostgreSQL 15 on."""
+        return int(con.run("SHOW server_version_num")[0][0]) >= 150000
 
     def drop_database(self, name: str) -> None:
         con = self.admin()

@@ -129,7 +129,12 @@ class LocalPostgres:
     @contextlib.contextmanager
     def _admin(self) -> Iterator[Any]:
         con = pg8000.native.Connection(
-            user=self.user, host=self.host, port=self.port, database="postgres"
+            # Our own server has no TLS: don't let pg8000 try it (and load a CA store).
+            user=self.user,
+            host=self.host,
+            port=self.port,
+            database="postgres",
+            ssl_context=False,
         )
         try:
             yield con

@@ -23,7 +23,9 @@ def pg() -> Iterator[LocalPostgres]:
 
 
 def connect(pg: LocalPostgres, database: str = "postgres") -> pg8000.native.Connection:
-    return pg8000.native.Connection(user=pg.user, host=pg.host, port=pg.port, database=database)
+    return pg8000.native.Connection(
+        user=pg.user, host=pg.host, port=pg.port, database=database, ssl_context=False
+    )
 
 
 def accepts_connections(host: str, port: int) -> bool:

@@ -21,7 +21,7 @@ import boto3
 import pg8000.native
 import pytest
 
-from tests.conftest import Env, PostgresServer
+from tests.conftest import Env, PostgresServer, plain_text_unless_asked
 from tests.support.rows import csv_bytes, key, row
 from tickets_ingest.dal.db import Database, DatabaseError
 from tickets_ingest.handlers.cli import EXIT_FAILED, EXIT_OK, main
@@ -75,7 +75,11 @@ def roles(pg_server: PostgresServer) -> Iterator[Roles]:
 def _connect(url: str) -> pg8000.native.Connection:
     parts = urlsplit(url)
     return pg8000.native.Connection(
-        user=parts.username, host=parts.hostname, port=parts.port, database=parts.path[1:]
+        user=parts.username,
+        host=parts.hostname,
+        port=parts.port,
+        database=parts.path[1:],
+        ssl_context=plain_text_unless_asked(url),
     )
 
 
