@@ -116,10 +116,6 @@ def catch_up(runtime: Runtime, dataset: str, sqs: Any | None) -> CatchUp:
     return CatchUp(report=sync(runtime, dataset, SyncOptions(hand_over=True)))
 
 
-def pause_of(runtime: Runtime, dataset: str) -> Pause | None:
-    return pauses.pause_of(runtime.db(), dataset)
-
-
 def watermark(runtime: Runtime, dataset: str) -> str | None:
     """The dataset's watermark (its lag still counts while it is paused)."""
     return ledger.watermark(runtime.db(), dataset)

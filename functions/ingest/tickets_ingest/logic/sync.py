@@ -176,9 +176,6 @@ def _apply_in_order(
             obj = planned.obj
             pipeline.raise_if_crashed()
             lock.raise_if_lost()
-            if not options.dry_run:
-                # Also closes the gap between the check before the lock and taking it.
-                raise_if_paused(runtime, ctx.dataset, before=obj.key if index else None)
             if options.may_start_file is not None and not options.may_start_file(obj):
                 report.stopped_early = True
                 log.info("stopping before %s: time budget", obj.key)
@@ -235,6 +232,11 @@ def _try_file(
     obj = planned.obj
     if session.reconnected and session.committed_already(planned):
         return None
+    if not options.dry_run:
+        # A pause that came while this sync ran stops it here (also the gap between the
+        # check before the lock and taking it). Inside the try: a connection lost since the
+        # last file is recovered like any other, not a failed run.
+        raise_if_paused(runtime, ctx.dataset, before=obj.key if index else None)
     lock = session.lock
     lock.start_file()
     body = pipeline.body(index)
