@@ -236,7 +236,7 @@ def _try_file(
         # A pause that came while this sync ran stops it here (also the gap between the
         # check before the lock and taking it). Inside the try: a connection lost since the
         # last file is recovered like any other, not a failed run.
-        raise_if_paused(runtime, ctx.dataset, before=obj.key if index else None)
+        raise_if_paused(runtime, ctx.dataset, before=obj.key)
     lock = session.lock
     lock.start_file()
     body = pipeline.body(index)
