@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import Env, PostgresServer, plain_text_unless_asked
 from tests.support.rows import csv_bytes, key, row
 from tickets_ingest.dal.db import Database, DatabaseError
-from tickets_ingest.handlers.cli import EXIT_FAILED, EXIT_OK, main
+from tickets_ingest.handlers.cli import EXIT_FAILED, EXIT_OK, EXIT_PAUSED, main
 
 _names = itertools.count()
 
@@ -118,7 +118,8 @@ def test_grants_name_every_object_of_the_schema(env: Env, roles: Roles) -> None:
     role = f'"{roles.runtime}"'
     assert f"GRANT USAGE ON SCHEMA tickets TO {role};" in lines
     assert f"GRANT SELECT ON TABLE tickets.schema_migrations TO {role};" in lines
-    for table in ("blocked_files", "change_requests", "import_meta", "incidents", "rejected_rows"):
+    tables = ("blocked_files", "change_requests", "dataset_pauses", "import_meta", "incidents")
+    for table in (*tables, "rejected_rows"):
         assert f"tickets.{table}" in text
     assert "GRANT CONNECT, TEMPORARY ON DATABASE" in text
     assert "tickets.input_error(value text, kind text)" in text
@@ -150,6 +151,14 @@ def test_runtime_role_runs_every_operator_command_without_ddl(env: Env, roles: R
     assert cli(env, rt, "sync", "--dataset", "inc", "--apply")[0] == EXIT_OK
     assert cli(env, rt, "status", "--dataset", "inc")[0] == EXIT_OK
     assert cli(env, rt, "history", "--dataset", "inc")[0] == EXIT_OK
+
+    # Planned work: pause, a refused apply, resume (QUEUE_URL unset: it syncs here).
+    code, out = cli(env, rt, "pause", "--dataset", "inc", "--reason", "vacuum")
+    assert code == EXIT_OK and "paused by" in out
+    assert cli(env, rt, "sync", "--dataset", "inc", "--apply")[0] == EXIT_PAUSED
+    assert cli(env, rt, "status", "--dataset", "inc")[0] == EXIT_OK
+    code, out = cli(env, rt, "resume", "--dataset", "inc")
+    assert code == EXIT_OK and "catch-up: synced here" in out
 
     # A database restore: replay from processed/ re-applies with the recency guard.
     code, out = cli(env, rt, "replay", "--dataset", "inc", "--from", "2026-06-22T15-50-39.csv",

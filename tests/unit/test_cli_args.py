@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import pytest
 
-from tickets_ingest.handlers.cli import EXIT_USAGE, MAX_HISTORY, build_parser
+from tickets_ingest.handlers.cli import (
+    EXIT_BUSY,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PAUSED,
+    EXIT_USAGE,
+    MAX_HISTORY,
+    build_parser,
+)
 
 
 def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -66,3 +74,19 @@ def test_every_usage_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
     usage_error(capsys, "sync", "--no-such-flag")
     usage_error(capsys, "no-such-command")
     usage_error(capsys, "quarantine", "--dataset", "inc")
+
+
+def test_pause_needs_a_dataset_and_a_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "--reason" in usage_error(capsys, "pause", "--dataset", "inc")
+    assert "--dataset" in usage_error(capsys, "pause", "--reason", "why")
+
+
+def test_pause_and_resume_parse() -> None:
+    args = build_parser().parse_args(["pause", "--dataset", "inc", "--reason", "x", "--by", "ana"])
+    assert (args.dataset, args.reason, args.by) == ("inc", "x", "ana")
+    args = build_parser().parse_args(["resume", "--dataset", "inc"])
+    assert (args.dataset, args.by) == ("inc", None)
+
+
+def test_exit_paused_is_its_own_code() -> None:
+    assert EXIT_PAUSED not in {EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY}

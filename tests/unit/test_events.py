@@ -19,6 +19,7 @@ from tickets_ingest.core.events import (
     News,
     interpret_message,
     invocation_kind,
+    queued_message,
 )
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -274,7 +275,7 @@ class TestBodies:
 
 
 class TestContinuationAndSweep:
-    @pytest.mark.parametrize("kind", ["continuation", "sweep"])
+    @pytest.mark.parametrize("kind", ["continuation", "sweep", "resume"])
     def test_enabled_dataset(self, kind: str) -> None:
         token = "automations/inc/changes/2026-06-22T15-53-04.csv|2026-06-22T12:55:00+00:00"
         assert interpret({"kind": kind, "dataset": "inc", "token": token}) == News(
@@ -294,7 +295,7 @@ class TestContinuationAndSweep:
         assert isinstance(a, News) and isinstance(b, News)
         assert a.idempotency_key != b.idempotency_key
 
-    @pytest.mark.parametrize("kind", ["continuation", "sweep"])
+    @pytest.mark.parametrize("kind", ["continuation", "sweep", "resume"])
     @pytest.mark.parametrize("dataset", ["fuel", "", None, 3, ["inc"], "INC", "inc "])
     def test_dataset_not_enabled(self, kind: str, dataset: Any) -> None:
         reason = ignored({"kind": kind, "dataset": dataset, "token": "t"})
@@ -302,6 +303,16 @@ class TestContinuationAndSweep:
 
     def test_missing_dataset(self) -> None:
         assert "not enabled: None" in ignored({"kind": "sweep"})
+
+    @pytest.mark.parametrize("kind", ["continuation", "resume"])
+    def test_queued_message_reads_back_as_news(self, kind: str) -> None:
+        """What the function (continuation) or ``resume`` queues is what it reads back."""
+        news = interpret(json.loads(queued_message(kind, "inc", "tok")))
+        assert news == News("inc", kind, f"{kind}:inc:tok", correlation_id="tok")
+
+    def test_queued_message_kind_is_checked(self) -> None:
+        with pytest.raises(ValueError, match="not a queued message kind"):
+            queued_message("object-created", "inc", "tok")
 
     def test_dataset_enabled_elsewhere_only(self) -> None:
         ignored({"kind": "continuation", "dataset": "crq", "token": "t"}, datasets=("inc",))

@@ -140,3 +140,24 @@ class TransientFault(IngestError):
             f"{target}: {operation} failed after {tries} over {seconds:.1f} s ({cause}){budget}; "
             f"{outcome}; the next run retries it"
         )
+
+
+class DatasetPaused(IngestError):
+    """An operator paused the dataset (``tickets-ingest pause``): a sync that would apply
+    refuses before taking the lock, or stops before its next file if the pause came while it
+    ran (what it committed stays committed). Nothing is lost: the files wait in changes/ and
+    ``tickets-ingest resume`` catches up."""
+
+    def __init__(self, dataset: str, detail: str, *, stopped_before: str | None = None) -> None:
+        self.dataset = dataset
+        self.detail = detail
+        self.stopped_before = stopped_before
+        done = (
+            f"this sync stopped before {stopped_before}, what it applied before stays committed"
+            if stopped_before
+            else "nothing applied"
+        )
+        super().__init__(
+            f"dataset {dataset!r} is {detail}; {done} "
+            f"(tickets-ingest resume --dataset {dataset} catches up)"
+        )

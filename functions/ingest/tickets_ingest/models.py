@@ -15,6 +15,8 @@ class ExportType(enum.StrEnum):
     LATE = "late"  # at/older than the watermark, never applied: recency-guarded upsert
     REPLAY = "replay"  # re-applied from processed/ by an operator: recency-guarded
     QUARANTINE = "quarantine"  # not applied: moved to quarantine/ by an operator
+    PAUSE = "pause"  # no file: an operator paused the dataset (who, why in metadata)
+    RESUME = "resume"  # no file: an operator resumed it
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,20 @@ class SyncReport:
     @property
     def ok(self) -> bool:
         return self.rejected is None
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A dataset held by an operator for planned work: nothing applies until it is resumed."""
+
+    dataset: str
+    paused_by: str
+    paused_at: datetime
+    reason: str
+
+    def describe(self) -> str:
+        since = f"{self.paused_at:%Y-%m-%d %H:%M:%S %Z}"
+        return f"paused by {self.paused_by} since {since}: {self.reason}"
 
 
 @dataclass(frozen=True)

@@ -42,12 +42,25 @@ def invocation_kind(event: Mapping[str, Any]) -> Invocation:
     return Invocation.UNKNOWN
 
 
+# Messages this program queues itself: a continuation (the time budget ran out), a sweep,
+# a resume (an operator resumed a paused dataset: catch up now).
+QUEUED_KINDS = frozenset({"continuation", "sweep", "resume"})
+
+
+def queued_message(kind: str, dataset: str, token: str) -> str:
+    """The body of a message this program sends to the dataset's group (``token`` makes it
+    unique: it is the idempotency key's tail)."""
+    if kind not in QUEUED_KINDS:
+        raise ValueError(f"not a queued message kind: {kind!r}")
+    return json.dumps({"kind": kind, "dataset": dataset, "token": token})
+
+
 @dataclass(frozen=True)
 class News:
     """Dataset ``dataset`` should be synced now."""
 
     dataset: str
-    reason: str  # object-created | continuation | sweep
+    reason: str  # object-created | continuation | sweep | resume
     idempotency_key: str  # what the message means, stable across redrives
     correlation_id: str | None = None
     key: str | None = None  # the object that triggered it, if any
@@ -67,7 +80,7 @@ def interpret_message(body: str, *, bucket: str, datasets: Collection[str]) -> N
     if not isinstance(message, dict):
         return Ignored("body is not a JSON object")
     kind = message.get("kind")
-    if isinstance(kind, str) and kind in {"continuation", "sweep"}:
+    if isinstance(kind, str) and kind in QUEUED_KINDS:
         dataset = message.get("dataset")
         if not isinstance(dataset, str) or dataset not in datasets:
             return Ignored(f"{kind} for a dataset that is not enabled: {dataset!r}")

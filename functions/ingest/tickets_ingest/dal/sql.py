@@ -255,6 +255,26 @@ FROM tickets.blocked_files
 WHERE dataset = :dataset
 """
 
+# --- the pause register (logic/pause.py) ---------------------------------------------
+
+DATASET_PAUSE = """
+SELECT paused_by, paused_at, reason FROM tickets.dataset_pauses WHERE dataset = :dataset
+"""
+
+# No row: the dataset was paused already (the first pause, its who and why, stays).
+PAUSE_DATASET = """
+INSERT INTO tickets.dataset_pauses (dataset, paused_by, reason)
+VALUES (:dataset, :paused_by, :reason)
+ON CONFLICT (dataset) DO NOTHING
+RETURNING paused_by, paused_at, reason
+"""
+
+# No row: the dataset was not paused.
+RESUME_DATASET = """
+DELETE FROM tickets.dataset_pauses WHERE dataset = :dataset
+RETURNING paused_by, paused_at, reason
+"""
+
 # --- status ----------------------------------------------------------------------------
 
 LEDGER_TOTALS = """

@@ -7,7 +7,6 @@ Every path ends in the same ``logic.sync.sync``; nothing here decides what a fil
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -28,11 +27,12 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tickets_ingest.core.events import Ignored, interpret_message
+from tickets_ingest.core.events import Ignored, interpret_message, queued_message
 from tickets_ingest.core.keys import watermark_age
 from tickets_ingest.dal.retry import counts_since, retry_counts
-from tickets_ingest.errors import ConfigError, IngestError, SyncBusy
+from tickets_ingest.errors import ConfigError, DatasetPaused, IngestError, SyncBusy
 from tickets_ingest.handlers.render import blocked_line, report_json
+from tickets_ingest.logic import pause as pausing
 from tickets_ingest.logic.runtime import Runtime
 from tickets_ingest.logic.sync import SyncOptions, sync
 from tickets_ingest.models import StreamObject, SyncReport
@@ -96,6 +96,13 @@ class Invocation:
             publish_busy(dataset)
             logger.info("dataset busy; handed over to its holder", extra={"detail": str(busy)})
             self.done[dataset] = {"dataset": dataset, "busy": str(busy), "handed_over": True}
+            return self.done[dataset]
+        except DatasetPaused as paused:
+            # Planned work: the files wait in changes/ and the resume catches up, so the
+            # record is done (acknowledged, never toward the DLQ); the sweep skips it too.
+            publish_paused(dataset, pausing.watermark(runtime(), dataset))
+            logger.info("dataset paused; nothing applied", extra={"detail": str(paused)})
+            self.done[dataset] = {"dataset": dataset, "paused": str(paused)}
             return self.done[dataset]
         finally:
             publish_retries(dataset, counts_since(before))
@@ -250,20 +257,22 @@ def publish_metrics(report: SyncReport) -> None:
     emf.add_metric(name="FilesDeferred", unit=count, value=deferred_files(report))
     for result in applied:
         emf.add_metric(name="ApplyDuration", unit=MetricUnit.Milliseconds, value=result.duration_ms)
+    _add_lag(emf, report.dataset, report.watermark_after)
+    emf.flush_metrics()
+
+
+def _add_lag(emf: EphemeralMetrics, dataset: str, watermark: str | None) -> None:
     # Never negative: clock skew counts as no lag; a watermark beyond the future tolerance
     # has no meaningful lag, and the missing datapoint makes the lag alarm fire.
-    age = watermark_age(
-        report.watermark_after, datetime.now(UTC), runtime().settings.future_tolerance_seconds
-    )
+    age = watermark_age(watermark, datetime.now(UTC), runtime().settings.future_tolerance_seconds)
     if age.lag_seconds is not None:
         emf.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=round(age.lag_seconds, 1))
     elif age.in_future:
         logger.warning(
             "the watermark %s of %s is in the future: lag unknown, newer files apply as late",
-            report.watermark_after,
-            report.dataset,
+            watermark,
+            dataset,
         )
-    emf.flush_metrics()
 
 
 def deferred_files(report: SyncReport) -> int:
@@ -280,6 +289,17 @@ def publish_busy(dataset: str) -> None:
     emf = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
     emf.add_dimension(name="dataset", value=dataset)
     emf.add_metric(name="DatasetBusy", unit=MetricUnit.Count, value=1)
+    emf.flush_metrics()
+
+
+def publish_paused(dataset: str, watermark: str | None) -> None:
+    """``DatasetPaused``: a message or the sweep found its dataset paused by an operator
+    (acknowledged, nothing applied). The lag still counts while paused, so a pause that
+    outlasts its planned work still alarms."""
+    emf = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+    emf.add_dimension(name="dataset", value=dataset)
+    emf.add_metric(name="DatasetPaused", unit=MetricUnit.Count, value=1)
+    _add_lag(emf, dataset, watermark)
     emf.flush_metrics()
 
 
@@ -308,7 +328,7 @@ def continue_later(report: SyncReport) -> None:
     _sqs().send_message(
         QueueUrl=queue_url,
         MessageGroupId=report.dataset,
-        MessageBody=json.dumps({"kind": "continuation", "dataset": report.dataset, "token": token}),
+        MessageBody=queued_message("continuation", report.dataset, token),
     )
     logger.info("time budget reached; continuation queued", extra={"token": token})
 

@@ -16,9 +16,10 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tickets_ingest.dal.db import DatabaseError, InterfaceError, error_fields
-from tickets_ingest.errors import ConfigError, IngestError, SyncBusy
+from tickets_ingest.errors import ConfigError, DatasetPaused, IngestError, SyncBusy
 from tickets_ingest.handlers import render
 from tickets_ingest.logic import operator
+from tickets_ingest.logic import pause as pausing
 from tickets_ingest.logic.grants import runtime_grants
 from tickets_ingest.logic.runtime import Runtime
 from tickets_ingest.logic.status import dataset_status, history
@@ -28,6 +29,7 @@ from tickets_ingest.settings import load_settings
 EXIT_OK = 0
 EXIT_FAILED = 1  # a file was rejected, or something failed
 EXIT_USAGE = 2  # bad arguments or configuration
+EXIT_PAUSED = 3  # `sync --apply`: the dataset is paused (planned work); nothing applied to it
 EXIT_BUSY = 75  # EX_TEMPFAIL: another sync holds the dataset; try again later
 
 
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_argument(
         "--type",
         dest="export_type",
-        choices=["baseline", "delta", "late", "replay", "quarantine"],
+        choices=["baseline", "delta", "late", "replay", "quarantine", "pause", "resume"],
         help="only this kind of decision",
     )
     ledger.add_argument("--since", type=_timestamp, help="only decisions at/after (ISO time)")
@@ -139,6 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
     hold.add_argument("--dataset", required=True, metavar="NAME")
     hold.add_argument("--key", required=True, help="the file: full key or bare name")
     hold.add_argument("--reason", required=True, help="recorded with your name and the time")
+
+    hold_all = commands.add_parser(
+        "pause",
+        help="hold a dataset for planned work: nothing applies, its messages are acknowledged",
+    )
+    hold_all.add_argument("--dataset", required=True, metavar="NAME")
+    hold_all.add_argument("--reason", required=True, help="recorded with who and when")
+    hold_all.add_argument(
+        "--by", metavar="NAME", help="who pauses (default: TICKETS_OPERATOR, else the OS user)"
+    )
+
+    go_on = commands.add_parser(
+        "resume",
+        help="lift a pause and catch up at once (a message to the queue, else a sync here)",
+    )
+    go_on.add_argument("--dataset", required=True, metavar="NAME")
+    go_on.add_argument(
+        "--by", metavar="NAME", help="who resumes (default: TICKETS_OPERATOR, else the OS user)"
+    )
 
     again = commands.add_parser("redrive", help="move dead-lettered messages back to the queue")
     again.add_argument("--dlq", metavar="URL", help="the dead-letter queue (default: DLQ_URL)")
@@ -181,6 +202,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return _fail(f"configuration: {exc}", EXIT_USAGE, args.debug)
     except SyncBusy as exc:
         return _fail(str(exc), EXIT_BUSY, args.debug)
+    except DatasetPaused as exc:
+        return _fail(str(exc), EXIT_PAUSED, args.debug)
     except IngestError as exc:
         return _fail(str(exc), EXIT_FAILED, args.debug)
     except (DatabaseError, InterfaceError) as exc:
@@ -223,9 +246,16 @@ def _sync(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
             lock_wait_seconds=args.wait,
             on_progress=progress.update if progress else None,
         )
-        report = sync(runtime, dataset, options)
-        if progress:
-            progress.clear()
+        try:
+            report = sync(runtime, dataset, options)
+        except DatasetPaused as paused:
+            # Planned work: this dataset is skipped, the others are synced.
+            print(f"tickets-ingest: {paused}", file=sys.stderr)
+            code = EXIT_PAUSED if code == EXIT_OK else code
+            continue
+        finally:
+            if progress:
+                progress.clear()
         if args.json:
             reports.append(render.report_json(report))
         else:
@@ -324,6 +354,55 @@ def _quarantine(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _pause(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
+    done = pausing.pause(runtime, args.dataset, args.reason, args.by)
+    if done.already:
+        print(f"dataset {args.dataset} was already {done.pause.describe()}; unchanged", file=out)
+    else:
+        print(f"dataset {args.dataset} {done.pause.describe()}", file=out)
+        print(
+            "nothing applies to it until `tickets-ingest resume --dataset "
+            f"{args.dataset}`; its messages are acknowledged, its files wait in changes/",
+            file=out,
+        )
+    if done.running is not None:
+        print(
+            f"a sync holds it now ({done.running.describe()}): it stops before its next "
+            "file; `tickets-ingest status` shows when it let go",
+            file=out,
+        )
+    return EXIT_OK
+
+
+def _resume(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
+    done = pausing.resume(runtime, args.dataset, args.by)
+    if done.pause is None:
+        print(f"dataset {args.dataset} is not paused; nothing to resume", file=out)
+        return EXIT_OK
+    print(f"dataset {args.dataset} resumed (it was {done.pause.describe()})", file=out)
+    queue_url = runtime.settings.lambda_.queue_url
+    try:
+        caught = pausing.catch_up(runtime, args.dataset, boto3.client("sqs") if queue_url else None)
+    except SyncBusy as busy:
+        # The resume is committed; only the catch-up here did not run.
+        print(f"tickets-ingest: catch-up not run here: {busy}", file=sys.stderr)
+        return EXIT_OK if busy.handed_over else EXIT_BUSY
+    if caught.report is None:
+        print(
+            f"catch-up queued to {caught.queued_to} (group {args.dataset}, message "
+            f"{caught.message_id}): the function applies what waits, in order",
+            file=out,
+        )
+        return EXIT_OK
+    print("catch-up: synced here (QUEUE_URL is unset)", file=out)
+    render.print_report(caught.report, out)
+    if not caught.report.ok:
+        assert caught.report.rejected is not None
+        print(f"tickets-ingest: {render.blocked_line(caught.report.rejected)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def _redrive(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
     settings = runtime.settings.lambda_
     dlq_url = args.dlq or settings.dlq_url
@@ -355,6 +434,8 @@ _COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace, TextIO], int]] = {
     "replay": _replay,
     "quarantine": _quarantine,
     "redrive": _redrive,
+    "pause": _pause,
+    "resume": _resume,
 }
 
 

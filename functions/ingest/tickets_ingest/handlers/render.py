@@ -174,6 +174,12 @@ def report_json(report: SyncReport) -> dict[str, Any]:
 def print_status(status: DatasetStatus, out: TextIO) -> None:
     plan = status.plan
     print(f"dataset {status.dataset}", file=out)
+    if status.paused is not None:
+        print(
+            f"  PAUSED         {status.paused.describe()} (planned work: nothing applies, "
+            f"files wait; tickets-ingest resume --dataset {status.dataset})",
+            file=out,
+        )
     print(f"  watermark      {status.watermark or '(none: nothing applied yet)'}", file=out)
     if status.watermark_in_future:
         print(
@@ -183,7 +189,8 @@ def print_status(status: DatasetStatus, out: TextIO) -> None:
             file=out,
         )
     else:
-        print(f"  lag            {human_age(status.lag_seconds)}", file=out)
+        paused = " (paused: not applying)" if status.paused is not None else ""
+        print(f"  lag            {human_age(status.lag_seconds)}{paused}", file=out)
         if status.clock_skew_seconds is not None:
             print(
                 f"  clock skew     the watermark is {human_age(status.clock_skew_seconds)} "
@@ -253,6 +260,16 @@ def _entry_line(entry: LedgerEntry) -> str:
     if entry.export_type == "quarantine":
         meta = entry.metadata
         return f"{when}  {name}  quarantine  by {meta.get('who')}: {meta.get('why')}"
+    if entry.export_type == "pause":
+        meta = entry.metadata
+        return f"{when}  (the stream)  pause  by {meta.get('who')}: {meta.get('why')}"
+    if entry.export_type == "resume":
+        meta = entry.metadata
+        return (
+            f"{when}  (the stream)  resume  by {meta.get('who')}, paused by "
+            f"{meta.get('paused_by')} for {human_age(meta.get('paused_seconds'))}: "
+            f"{meta.get('why')}"
+        )
     rows = f"{entry.rows_read:>7} read {entry.rows_upserted:>7} upserted"
     if entry.rows_rejected:
         rows += f" {entry.rows_rejected} rejected"

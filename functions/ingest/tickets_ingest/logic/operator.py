@@ -62,7 +62,7 @@ def quarantine(
         raise IngestError("say why: --reason is recorded with the decision")
     runtime.settings.table_for(dataset)
     key = resolve_key(dataset, key_or_name)
-    who = who or os.environ.get("TICKETS_OPERATOR") or _login()
+    who = operator_name(who)
     db = runtime.db()
     with runtime.dataset_lock(dataset):
         etag = runtime.bucket.head_etag(key)
@@ -102,6 +102,12 @@ def quarantine(
             runtime.bucket.quarantine(key, etag, target)
     log.warning("quarantined %s (%s) by %s: %s", key, etag, who, reason)
     return Quarantined(dataset, key, etag, target, was_blocking)
+
+
+def operator_name(who: str | None = None) -> str:
+    """Who an operator decision is recorded for: ``who`` if given, else TICKETS_OPERATOR,
+    else the OS user."""
+    return (who or "").strip() or os.environ.get("TICKETS_OPERATOR") or _login()
 
 
 def _login() -> str:

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tickets_ingest.core.keys import watermark_age
-from tickets_ingest.dal import ledger
+from tickets_ingest.dal import ledger, pauses
 from tickets_ingest.dal import sql as statements
 from tickets_ingest.dal.lease import lock_holder
 from tickets_ingest.logic.operator import missing_files
 from tickets_ingest.logic.runtime import Runtime
 from tickets_ingest.logic.sync import plan_dataset
-from tickets_ingest.models import BlockedFile, LockHolder, Plan, PlannedFile
+from tickets_ingest.models import BlockedFile, LockHolder, Pause, Plan, PlannedFile
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,9 @@ class DatasetStatus:
     clock_skew_seconds: float | None = None  # the watermark is this far ahead of our clock
     watermark_in_future: bool = False  # ahead beyond FUTURE_TOLERANCE_SECONDS
     lock: LockHolder | None = None  # the session holding the sync lock, if any
+    # Paused by an operator (planned work): nothing applies, pending files wait. Not an
+    # outage: a paused dataset alone does not need attention (its lag alarm still counts).
+    paused: Pause | None = None
 
     @property
     def watermark(self) -> str | None:
@@ -144,6 +147,13 @@ class DatasetStatus:
                 "stale_after_seconds": self.lock.stale_seconds,
                 "silent": self.lock.silent,
             },
+            "paused": None
+            if self.paused is None
+            else {
+                "by": self.paused.paused_by,
+                "since": self.paused.paused_at.isoformat(),
+                "reason": self.paused.reason,
+            },
             "applied_files": self.applied_files,
             "late_files": self.late_files,
             "rejected_rows": self.rejected_rows,
@@ -177,4 +187,5 @@ def dataset_status(
         clock_skew_seconds=age.clock_skew_seconds,
         watermark_in_future=age.in_future,
         lock=lock_holder(db, dataset),
+        paused=pauses.pause_of(db, dataset),
     )

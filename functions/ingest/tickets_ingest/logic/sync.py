@@ -20,12 +20,12 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tickets_ingest.core.plan import classify_listing, plan_sync
-from tickets_ingest.dal import ledger
+from tickets_ingest.dal import ledger, pauses
 from tickets_ingest.dal.db import DatabaseError, InterfaceError
 from tickets_ingest.dal.lease import DatasetLock
 from tickets_ingest.dal.retry import connection_lost
 from tickets_ingest.dal.s3 import DownloadCut
-from tickets_ingest.errors import FileRejected, ObjectChanged, TransientFault
+from tickets_ingest.errors import DatasetPaused, FileRejected, ObjectChanged, TransientFault
 from tickets_ingest.failpoints import Step, reached
 from tickets_ingest.logic.apply import ApplyContext, apply_file
 from tickets_ingest.logic.runtime import Runtime
@@ -74,12 +74,26 @@ def plan_dataset(runtime: Runtime, dataset: str, now: datetime | None = None) ->
     )
 
 
+def raise_if_paused(runtime: Runtime, dataset: str, before: str | None = None) -> None:
+    """``DatasetPaused`` if an operator paused ``dataset`` (``before``: the file this sync
+    would start next, when the pause came while it ran)."""
+    pause = pauses.pause_of(runtime.db(), dataset)
+    if pause is not None:
+        raise DatasetPaused(dataset, pause.describe(), stopped_before=before)
+
+
 def sync(runtime: Runtime, dataset: str, options: SyncOptions | None = None) -> SyncReport:
     """Sync ``dataset`` under its lock. Before letting go, the sync lists again if another
     sync found it busy meanwhile (``release_unless_news``): what that one came for is
-    applied here, so its message can be acknowledged."""
+    applied here, so its message can be acknowledged.
+
+    A paused dataset: a sync that would apply raises ``DatasetPaused`` before it takes the
+    lock (so it never waits for, or hands news to, a holder), and a pause that comes while
+    it runs stops it before its next file. A dry run still plans."""
     options = options or SyncOptions()
     runtime.db(verify=True)
+    if not options.dry_run:
+        raise_if_paused(runtime, dataset)
     ctx = runtime.apply_context(dataset)
     with runtime.dataset_lock(
         dataset,
@@ -218,6 +232,11 @@ def _try_file(
     obj = planned.obj
     if session.reconnected and session.committed_already(planned):
         return None
+    if not options.dry_run:
+        # A pause that came while this sync ran stops it here (also the gap between the
+        # check before the lock and taking it). Inside the try: a connection lost since the
+        # last file is recovered like any other, not a failed run.
+        raise_if_paused(runtime, ctx.dataset, before=obj.key)
     lock = session.lock
     lock.start_file()
     body = pipeline.body(index)
