@@ -26,12 +26,15 @@ import stamina
 from tests.conftest import Env
 from tests.support import faults
 from tests.support.faults import CHANGES, DATASET
+from tests.support.oracle import fold, table_state
 from tests.support.s3_fault_proxy import Fault, S3FaultProxy, classify
 from tickets_devkit.generator import StreamFile, TicketStream
 from tickets_ingest.core.keys import file_name, processed_key
+from tickets_ingest.core.schema import CSV_COLUMNS, DEFAULT_DROP_FIELDS
 from tickets_ingest.dal.retry import counts_since, retry_counts
 from tickets_ingest.errors import TransientFault
 from tickets_ingest.handlers import cli
+from tickets_ingest.logic.operator import replay_missing
 from tickets_ingest.logic.sync import SyncOptions, sync
 
 # About one request in eight answered SlowDown, one in twenty-five replies dropped after
@@ -44,6 +47,8 @@ FLAKY_S3 = [
     Fault("cut", 1 / 10, "GetObject"),
 ]
 
+
+REPLAYED_COLUMNS = [c for c in CSV_COLUMNS if c not in DEFAULT_DROP_FIELDS]
 
 # TICKETS_FAULT_SEED picks another set of faults (the same each time for one seed).
 SEED = int(os.environ.get("TICKETS_FAULT_SEED", "1"))
@@ -271,3 +276,27 @@ def test_the_proxy_tells_the_operations_apart(
 def test_the_proxy_forwards_to_loopback_only() -> None:
     with pytest.raises(ValueError, match="loopback only"):
         S3FaultProxy("http://s3.eu-west-1.amazonaws.com:443", FLAKY_S3)
+
+
+def test_a_replay_through_a_flaky_s3_converges_in_one_run(env: Env, no_backoff: None) -> None:
+    """The restore path meets the same S3 as a sync and the same retry layer: a replay
+    of every archived file (a database restored to empty) through cut downloads, SlowDown
+    and dropped replies re-applies each file once, in order, in one run."""
+    files = long_stream(deltas=12)
+    faults.upload(env, files)
+    assert sync(env.runtime(), DATASET).ok
+    db = faults.checker(env)
+    db.run("TRUNCATE tickets.incidents, tickets.import_meta")  # the restore lost it all
+    with S3FaultProxy(env.aws.endpoint_url, FLAKY_S3, seed=SEED) as proxy:
+        through_proxy(env, proxy)
+        before = retry_counts()
+        report = replay_missing(env.runtime(), DATASET, dry_run=False)  # ONE run
+        retries = counts_since(before)
+        injected = proxy.injected
+    assert report.ok and report.rejected is None
+    assert len(report.applied) == len(files)
+    rows = db.run("SELECT source_key, export_type FROM tickets.import_meta ORDER BY id")
+    assert rows == [[f.key, "replay"] for f in files]
+    assert table_state(db, "incidents", REPLAYED_COLUMNS) == fold(f.body for f in files)
+    assert injected.faults["cut"] >= 1
+    assert retries.get("GET", 0) >= injected.faults["cut"]

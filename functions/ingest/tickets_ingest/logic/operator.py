@@ -14,12 +14,11 @@ from typing import Any
 from tickets_ingest.core.keys import changes_prefix, file_name, parse_stream_key, quarantine_key
 from tickets_ingest.core.plan import plan_missing, plan_replay
 from tickets_ingest.dal import ledger
-from tickets_ingest.dal.db import Database, DatabaseError
-from tickets_ingest.errors import FileRejected, IngestError
-from tickets_ingest.logic.apply import apply_file
+from tickets_ingest.dal.db import Database
+from tickets_ingest.errors import IngestError
 from tickets_ingest.logic.runtime import Runtime
+from tickets_ingest.logic.sync import SyncOptions, apply_plan
 from tickets_ingest.models import (
-    BlockedFile,
     ExportType,
     Plan,
     PlannedFile,
@@ -170,45 +169,13 @@ def _replay(
     *,
     dry_run: bool,
 ) -> SyncReport:
-    ctx = runtime.apply_context(dataset)
+    """Apply the chosen archived files the way a sync applies its own: one path, with
+    the retry policy, the lock's checks and the recency guard."""
     db = runtime.db()
     with runtime.dataset_lock(dataset) as lock:  # a replay lists no news: takes none
         files = choose(db)  # under the lock: no sync changes the ledger meanwhile
-        watermark = ledger.watermark(db, dataset)
-        plan = Plan(dataset, watermark, files, (), (), ())
-        report = SyncReport(dataset=dataset, plan=plan, dry_run=dry_run)
-        for planned in files:
-            lock.raise_if_lost()
-            lock.start_file()
-            after = max(watermark or "", planned.source_key)
-            body = runtime.bucket.open(planned.obj.key, planned.obj.etag)
-            try:
-                result = apply_file(
-                    runtime.db(), ctx, planned, body, watermark_after=after, dry_run=dry_run
-                )
-            except DatabaseError as error:
-                waited = lock.wait_timeout(error, planned.obj.key, f"tickets.{ctx.loader.table}")
-                if waited is not None:
-                    raise waited from None
-                raise
-            except FileRejected as rejection:
-                report.rejected = BlockedFile(
-                    planned.obj.key,
-                    planned.obj.etag,
-                    rejection.reason,
-                    rejection.line,
-                    rejection.column,
-                    since=datetime.now(UTC),
-                    attempts=0,
-                )
-                break
-            finally:
-                body.close()
-            report.applied.append(result)
-            if not dry_run:
-                watermark = after
-        report.watermark_after = watermark
-    return report
+        plan = Plan(dataset, ledger.watermark(db, dataset), files, (), (), ())
+        return apply_plan(runtime, plan, lock, SyncOptions(dry_run=dry_run))
 
 
 @dataclass(frozen=True)

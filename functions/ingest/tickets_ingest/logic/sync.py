@@ -117,9 +117,25 @@ def _sync_once(
 ) -> SyncReport:
     plan = plan_dataset(runtime, dataset)
     reached(Step.LISTED, dataset)
-    report = SyncReport(dataset=dataset, plan=plan, dry_run=options.dry_run)
     _warn_about(plan)
-    with _Pipeline(runtime, dataset, plan.to_apply, report) as pipeline:
+    return apply_plan(runtime, plan, lock, options, ctx=ctx)
+
+
+def apply_plan(
+    runtime: Runtime,
+    plan: Plan,
+    lock: DatasetLock,
+    options: SyncOptions,
+    *,
+    ctx: ApplyContext | None = None,
+) -> SyncReport:
+    """Carry out ``plan`` under ``lock`` (held by the caller): archive what was committed
+    already, then apply each file in order with the retry policy, archiving each after its
+    commit. A sync's plan and a replay's (files from ``processed/``, nothing to move) take
+    this one path."""
+    ctx = ctx or runtime.apply_context(plan.dataset)
+    report = SyncReport(dataset=plan.dataset, plan=plan, dry_run=options.dry_run)
+    with _Pipeline(runtime, plan.dataset, plan.to_apply, report) as pipeline:
         if not options.dry_run:
             for obj in plan.to_archive:
                 pipeline.archive(obj)
@@ -180,7 +196,8 @@ def _apply_in_order(
                 report.stopped_early = True
                 log.info("stopping before %s: time budget", obj.key)
                 break
-            after = watermark if planned.export_type is ExportType.LATE else obj.key
+            replaying = planned.export_type is ExportType.REPLAY
+            after = _watermark_after(planned, watermark)
             try_file = partial(
                 _try_file,
                 runtime,
@@ -203,17 +220,30 @@ def _apply_in_order(
                     may_retry=partial(budget, obj) if budget is not None else None,
                 )
             except FileRejected as rejection:
-                report.rejected = _block(runtime, ctx.dataset, obj, rejection, options.dry_run)
+                # A replayed file does not block the stream: changes/ goes on without it.
+                record = not (options.dry_run or replaying)
+                report.rejected = _block(runtime, ctx.dataset, obj, rejection, record=record)
                 break
             if result is not None:
                 report.applied.append(result)
                 _log_applied(planned.export_type, result)
             if not options.dry_run:
                 watermark = after
-                pipeline.archive(obj, result)  # only ever after the commit
+                if not replaying:  # a replayed file is in processed/ already
+                    pipeline.archive(obj, result)  # only ever after the commit
     finally:
         session.release()
     return watermark
+
+
+def _watermark_after(planned: PlannedFile, watermark: str | None) -> str | None:
+    """The watermark once ``planned`` is committed: a late file leaves it, a replayed one
+    moves it forward only (it may be older), any other file is the new watermark."""
+    if planned.export_type is ExportType.LATE:
+        return watermark
+    if planned.export_type is ExportType.REPLAY:
+        return max(watermark or "", planned.source_key)
+    return planned.obj.key
 
 
 def _try_file(
@@ -232,7 +262,8 @@ def _try_file(
     obj = planned.obj
     if session.reconnected and session.committed_already(planned):
         return None
-    if not options.dry_run:
+    if not options.dry_run and planned.export_type is not ExportType.REPLAY:
+        # (A replay runs while paused: the restore procedure pauses the stream first.)
         # A pause that came while this sync ran stops it here (also the gap between the
         # check before the lock and taking it). Inside the try: a connection lost since the
         # last file is recovered like any other, not a failed run.
@@ -429,10 +460,12 @@ def _log_applied(export_type: ExportType, result: FileResult) -> None:
 
 
 def _block(
-    runtime: Runtime, dataset: str, obj: StreamObject, rejection: FileRejected, dry_run: bool
+    runtime: Runtime, dataset: str, obj: StreamObject, rejection: FileRejected, record: bool
 ) -> BlockedFile:
-    log.error("rejected %s; dataset %s stops here until it is fixed", rejection, dataset)
-    if dry_run:
+    """The rejected file as ``status`` shows it; ``record``: in the blocked-file register
+    (not for a dry run, nor for a replayed file)."""
+    log.error("rejected %s; the run stops here", rejection)
+    if not record:
         return BlockedFile(
             obj.key,
             obj.etag,
