@@ -48,7 +48,7 @@ def test_history_newest_first_with_filters(env: Env) -> None:
     assert json.loads(out) == []
 
     code, out = cli("status", "--dataset", "inc")
-    assert "recent         (newest first)" in out
+    assert "recent         (newest first; when applied, UTC)" in out
 
 
 def test_replay_after_a_database_restore(env: Env) -> None:

@@ -249,7 +249,7 @@ def print_status(status: DatasetStatus, out: TextIO) -> None:
     if plan.ignored:
         print(f"  ignored keys   {len(plan.ignored)}", file=out)
     if status.recent:
-        print("  recent         (newest first)", file=out)
+        print("  recent         (newest first; when applied, UTC)", file=out)
         for entry in status.recent:
             print(f"    {_entry_line(entry)}", file=out)
 
