@@ -6,36 +6,19 @@ warning. A fake Lambda context (not a mock of the database) gives the time left.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import LambdaWorld, world  # noqa: F401 - registers the fixture
+from tests.support.emf import emf_documents
 from tests.support.rows import csv_bytes, key, row
 from tickets_devkit.event_path import FakeLambdaContext
 from tickets_ingest.core.keys import SOURCE_TZ
 from tickets_ingest.errors import ConfigError
-
-
-def emf_documents(out: str, dataset: str) -> list[dict[str, Any]]:
-    """The EMF documents printed for ``dataset``, each metric as one number."""
-    documents = []
-    for line in out.splitlines():
-        if line.startswith("{") and '"_aws"' in line:
-            document = json.loads(line)
-            if document.get("dataset") == dataset:
-                documents.append(
-                    {
-                        k: v[0] if isinstance(v, list) and len(v) == 1 else v
-                        for k, v in document.items()
-                    }
-                )
-    return documents
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import Env
 from tests.e2e.conftest import LambdaWorld, world  # noqa: F401 - registers the fixture
-from tests.integration.test_time_budget import emf_documents
+from tests.support.emf import emf_documents
 from tests.support.rows import csv_bytes, key, row
 from tickets_devkit.event_path import FakeLambdaContext
 from tickets_ingest.core.schema import (
