@@ -296,9 +296,6 @@ class DatasetLock:
         if self._lost is not None:
             raise LockLost(self.dataset, self._lost)
 
-    def taken_over(self) -> bool:
-        return self._lost is not None
-
     def rebind(self, db: Database) -> None:
         """Hold the lock on a new apply connection after a reconnect, or raise ``LockLost``
         if a contender took the dataset meanwhile (never re-apply after a takeover)."""

@@ -187,52 +187,49 @@ def _apply_in_order(
     """
     watermark = plan.watermark
     session = _Session(runtime, ctx.dataset, lock)
-    try:
-        for index, planned in enumerate(plan.to_apply):
-            obj = planned.obj
-            pipeline.raise_if_crashed()
-            lock.raise_if_lost()
-            if options.may_start_file is not None and not options.may_start_file(obj):
-                report.stopped_early = True
-                log.info("stopping before %s: time budget", obj.key)
-                break
-            replaying = planned.export_type is ExportType.REPLAY
-            after = _watermark_after(planned, watermark)
-            try_file = partial(
-                _try_file,
-                runtime,
-                session=session,
-                pipeline=pipeline,
-                index=index,
-                ctx=ctx,
-                planned=planned,
-                watermark_after=after,
-                options=options,
+    for index, planned in enumerate(plan.to_apply):
+        obj = planned.obj
+        pipeline.raise_if_crashed()
+        lock.raise_if_lost()
+        if options.may_start_file is not None and not options.may_start_file(obj):
+            report.stopped_early = True
+            log.info("stopping before %s: time budget", obj.key)
+            break
+        replaying = planned.export_type is ExportType.REPLAY
+        after = _watermark_after(planned, watermark)
+        try_file = partial(
+            _try_file,
+            runtime,
+            session=session,
+            pipeline=pipeline,
+            index=index,
+            ctx=ctx,
+            planned=planned,
+            watermark_after=after,
+            options=options,
+        )
+        budget = options.may_start_file
+        try:
+            result = runtime.retry_policy.run(
+                _failed_step,
+                obj.key,
+                try_file,
+                transient=_passing_fault,
+                before_retry=session.recover,
+                may_retry=partial(budget, obj) if budget is not None else None,
             )
-            budget = options.may_start_file
-            try:
-                result = runtime.retry_policy.run(
-                    _failed_step,
-                    obj.key,
-                    try_file,
-                    transient=_passing_fault,
-                    before_retry=session.recover,
-                    may_retry=partial(budget, obj) if budget is not None else None,
-                )
-            except FileRejected as rejection:
-                # A replayed file does not block the stream: changes/ goes on without it.
-                record = not (options.dry_run or replaying)
-                report.rejected = _block(runtime, ctx.dataset, obj, rejection, record=record)
-                break
-            if result is not None:
-                report.applied.append(result)
-                _log_applied(planned.export_type, result)
-            if not options.dry_run:
-                watermark = after
-                if not replaying:  # a replayed file is in processed/ already
-                    pipeline.archive(obj, result)  # only ever after the commit
-    finally:
-        session.release()
+        except FileRejected as rejection:
+            # A replayed file does not block the stream: changes/ goes on without it.
+            record = not (options.dry_run or replaying)
+            report.rejected = _block(runtime, ctx.dataset, obj, rejection, record=record)
+            break
+        if result is not None:
+            report.applied.append(result)
+            _log_applied(planned.export_type, result)
+        if not options.dry_run:
+            watermark = after
+            if not replaying:  # a replayed file is in processed/ already
+                pipeline.archive(obj, result)  # only ever after the commit
     return watermark
 
 
@@ -350,10 +347,6 @@ class _Session:
             )
         log.warning("%s was committed before the connection was lost; not applied again", key)
         return True
-
-    def release(self) -> None:
-        """Nothing to give back here: the lock (on whichever connection) is released by
-        ``sync()`` when it is done."""
 
 
 class _Pipeline:
