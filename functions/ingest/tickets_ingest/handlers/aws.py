@@ -227,10 +227,16 @@ def handle_sweep() -> dict[str, Any]:
     return results
 
 
+def _dataset_metrics(dataset: str) -> EphemeralMetrics:
+    """One EMF document of this service, dimensioned by dataset."""
+    emf = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+    emf.add_dimension(name="dataset", value=dataset)
+    return emf
+
+
 def publish_metrics(report: SyncReport) -> None:
     """One EMF document per dataset, dimensioned by service and dataset."""
-    emf = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
-    emf.add_dimension(name="dataset", value=report.dataset)
+    emf = _dataset_metrics(report.dataset)
     applied = [r for r in report.applied if r.committed]
     count = MetricUnit.Count
     emf.add_metric(name="FilesApplied", unit=count, value=len(applied))
@@ -286,8 +292,7 @@ def deferred_files(report: SyncReport) -> int:
 def publish_busy(dataset: str) -> None:
     """``DatasetBusy``: a message found its dataset synced by a live holder and handed its
     news over (acknowledged, not failed). Steady values mean overlapping invocations."""
-    emf = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
-    emf.add_dimension(name="dataset", value=dataset)
+    emf = _dataset_metrics(dataset)
     emf.add_metric(name="DatasetBusy", unit=MetricUnit.Count, value=1)
     emf.flush_metrics()
 
@@ -296,8 +301,7 @@ def publish_paused(dataset: str, watermark: str | None) -> None:
     """``DatasetPaused``: a message or the sweep found its dataset paused by an operator
     (acknowledged, nothing applied). The lag still counts while paused, so a pause that
     outlasts its planned work still alarms."""
-    emf = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
-    emf.add_dimension(name="dataset", value=dataset)
+    emf = _dataset_metrics(dataset)
     emf.add_metric(name="DatasetPaused", unit=MetricUnit.Count, value=1)
     _add_lag(emf, dataset, watermark)
     emf.flush_metrics()
@@ -307,8 +311,7 @@ def publish_retries(dataset: str, retries: dict[str, int]) -> None:
     """``Retries`` by operation (GET, COPY, DELETE, LIST, HEAD, apply): one small EMF
     document per operation that was retried, failed syncs included."""
     for operation, count in retries.items():
-        emf = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
-        emf.add_dimension(name="dataset", value=dataset)
+        emf = _dataset_metrics(dataset)
         emf.add_dimension(name="operation", value=operation)
         emf.add_metric(name="Retries", unit=MetricUnit.Count, value=count)
         emf.flush_metrics()
