@@ -12,11 +12,13 @@ import io
 import socket
 import ssl
 import struct
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import pg8000.core
 import pg8000.native
 
 from tickets_ingest.dal import sql
@@ -99,11 +101,49 @@ def _ssl_context(params: ConnectionParams, ca_bundle: Path | None) -> ssl.SSLCon
     return _tls_context(params.sslmode, ca_bundle)
 
 
+class _CopySource:
+    """COPY data for pg8000, noting whether all of it was handed over (pg8000 then sends
+    CopyDone and Sync)."""
+
+    def __init__(self, stream: io.IOBase | Iterable[bytes]) -> None:
+        self._stream = stream
+        self.sent_all = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        stream = self._stream
+        if isinstance(stream, io.IOBase):
+            yield from iter(lambda: stream.read(65536), b"")
+        else:
+            yield from stream
+        self.sent_all = True
+
+
 class Database:
+    """One connection. Every statement costs one wait for the server (a round trip):
+
+    - a statement with parameters is prepared once per connection and then only bound and
+      executed (pg8000's unnamed path waits three times per statement: Parse, Describe and
+      Bind, Execute; and re-parses the text, in Python and on the server, every time);
+    - a statement without parameters goes as one simple Query, several in one if need be
+      (``transaction(setup=...)``);
+    - COPY goes as a simple Query too: one wait for the server to take the data, one for
+      its end.
+
+    ``round_trips`` counts the waits (``tickets-devkit bench`` reports them per file).
+    """
+
+    # Prepared statements kept per connection: the fixed ones in dal/sql.py plus the
+    # loader's per table and column set; the least recently used beyond this is closed.
+    PREPARED_LIMIT = 128
+
     def __init__(self, connection: Any, params: ConnectionParams) -> None:
         self._con = connection
         self.params = params
         self._dead = False
+        self._prepared: OrderedDict[str, Any] = OrderedDict()
+        self._row_count = -1
+        self._done_once: set[str] = set()
+        self.round_trips = 0
 
     @classmethod
     def connect(
@@ -172,19 +212,80 @@ class Database:
                 self._con.close()
         self._dead = True
 
-    def _call(self, sql: str, **kwargs: Any) -> Any:
-        """Every round trip goes through here: a network failure marks the connection dead.
+    def _call(self, sql: str, *, stream: Any = None, **params: Any) -> Any:
+        """Every statement goes through here: a network failure marks the connection dead.
 
         pg8000 raises InterfaceError("network error") on a dead socket but keeps the socket
         object, so without this a warm process would reuse a dead connection forever.
         """
         try:
-            return self._con.run(sql, **kwargs)
+            if stream is not None:
+                return self._simple(sql, stream=stream, waits=2)
+            if not params:
+                return self._simple(sql)
+            return self._execute_prepared(sql, params)
         except (InterfaceError, OSError, struct.error):
             self._dead = True
             with suppress(Exception):
                 self._con.close()
             raise
+
+    def _simple(self, sql: str, *, stream: Any = None, waits: int = 1) -> Any:
+        """One simple Query (``sql`` may hold several statements; the rows are the last
+        one's). pg8000's own ``run`` sends COPY through the extended protocol (three waits
+        before the data); it has no parameters, so the simple Query does it in one."""
+        con = self._con
+        copy = None if stream is None else _CopySource(stream)
+        context = pg8000.core.Context(sql, stream=copy)
+        self.round_trips += waits
+        con.send_QUERY(sql)
+        try:
+            con._sock.flush()  # as pg8000's own (private) _flush
+        except AttributeError:  # pg8000 set _sock to None: the connection is closed
+            raise InterfaceError("connection is closed") from None
+        try:
+            con.handle_messages(context)
+        except DatabaseError:
+            if copy is not None:
+                self._after_copy(copy)
+            raise
+        except BaseException:
+            if copy is not None and not copy.sent_all:
+                # The source failed mid-COPY (a cut download, a bad header): the protocol
+                # cannot be resumed on this connection.
+                self.close()
+            raise
+        if copy is not None:
+            self._after_copy(copy)
+        self._row_count = context.row_count
+        return context.rows
+
+    def _after_copy(self, copy: _CopySource) -> None:
+        """pg8000 ends the data with CopyDone and a Sync, made for the extended protocol;
+        outside it the server answers that Sync with a second ReadyForQuery (after success
+        or error alike), sent right behind the first: read it, or the next statement would."""
+        if copy.sent_all:
+            self._con.handle_messages(pg8000.core.Context(None))
+        else:
+            self.close()
+
+    def _execute_prepared(self, sql: str, params: dict[str, Any]) -> Any:
+        statement = self._prepared.get(sql)
+        if statement is None:
+            self.round_trips += 1
+            # A statement that fails to prepare (bad SQL, a missing table) is not kept.
+            statement = self._con.prepare(sql)
+            self._prepared[sql] = statement
+            if len(self._prepared) > self.PREPARED_LIMIT:
+                _, oldest = self._prepared.popitem(last=False)
+                self.round_trips += 1
+                oldest.close()
+        else:
+            self._prepared.move_to_end(sql)
+        self.round_trips += 1
+        rows = statement.run(**params)
+        self._row_count = statement._context.row_count  # pg8000 keeps it there
+        return rows
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
         rows = self._call(sql, **params)
@@ -201,19 +302,29 @@ class Database:
 
     @property
     def row_count(self) -> int:
-        return int(self._con.row_count)
+        """Rows the last statement affected (-1: it does not say)."""
+        return self._row_count
 
     def copy_in(self, sql: str, stream: io.IOBase | Iterable[bytes]) -> int:
         self._call(sql, stream=stream)
-        return int(self._con.row_count)
+        return self._row_count
+
+    def once(self, sql: str) -> None:
+        """Run ``sql`` (no parameters) once on this connection, in its own transaction (so a
+        later rollback cannot undo it): per-connection set-up such as temp tables."""
+        if sql not in self._done_once:
+            self._call(sql)
+            self._done_once.add(sql)
 
     @contextmanager
-    def transaction(self, *, commit: bool = True) -> Iterator[None]:
+    def transaction(self, *, commit: bool = True, setup: str = "") -> Iterator[None]:
         """BEGIN ... COMMIT, or ROLLBACK when the block raises (if the connection lives).
 
         ``commit=False`` rolls back even on success: a dry run does all the work and keeps none.
+        ``setup``: statements without parameters (``SET LOCAL ...``) sent with the BEGIN, in
+        the same round trip.
         """
-        self._call("BEGIN")
+        self._call(f"BEGIN;\n{setup}" if setup else "BEGIN")
         try:
             yield
         except BaseException:
@@ -227,13 +338,14 @@ class Database:
 
     @contextmanager
     def savepoint(self, name: str) -> Iterator[None]:
+        """A savepoint to roll back to if the block fails. Not released on success: the
+        commit releases it, and a RELEASE would cost a round trip per file."""
         self._call(f"SAVEPOINT {name}")
         try:
             yield
         except DatabaseError:
             self._call(f"ROLLBACK TO SAVEPOINT {name}")
             raise
-        self._call(f"RELEASE SAVEPOINT {name}")
 
 
 def sqlstate(error: BaseException) -> str:

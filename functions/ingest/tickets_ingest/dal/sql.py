@@ -294,13 +294,27 @@ REJECTED_ROW_COUNT = "SELECT count(*) FROM tickets.rejected_rows WHERE dataset =
 # waits: a row or table lock held by another session ends this file's transaction after
 # lock_timeout (55P03), a statement stuck for any other reason after statement_timeout
 # (57014), instead of wedging the dataset. All for this transaction only.
-SET_FILE_SESSION = """
-SELECT set_config('TimeZone', :timezone, true),
-       set_config('DateStyle', 'ISO, YMD', true),
-       set_config('work_mem', '64MB', true),
-       set_config('lock_timeout', :lock_timeout, true),
-       set_config('statement_timeout', :statement_timeout, true)
+FILE_SESSION = """
+SET LOCAL TimeZone = {timezone};
+SET LOCAL DateStyle = 'ISO, YMD';
+SET LOCAL work_mem = '64MB';
+SET LOCAL lock_timeout = {lock_timeout};
+SET LOCAL statement_timeout = {statement_timeout}
 """
+
+
+def file_session(timezone: str, lock_timeout_ms: int, statement_timeout_ms: int) -> str:
+    """``FILE_SESSION`` with its values as literals: it is sent with the BEGIN in one
+    simple Query (one round trip), which takes no parameters. The values are settings
+    (a validated time zone name, integers), quoted all the same."""
+    from pg8000.native import literal  # noqa: PLC0415 - dal/db.py has imported pg8000 already
+
+    return FILE_SESSION.format(
+        timezone=literal(timezone),
+        lock_timeout=literal(f"{int(lock_timeout_ms)}ms"),
+        statement_timeout=literal(f"{int(statement_timeout_ms)}ms"),
+    )
+
 
 # Per session (never startup options: RDS Proxy refuses them), so the server notices a
 # client that vanished without a FIN. A SET pins an RDS Proxy session, as the session

@@ -48,6 +48,13 @@ class ApplyContext:
     lock_timeout_ms: int = 30_000
     statement_timeout_ms: int = 900_000
 
+    @property
+    def file_session(self) -> str:
+        """The file transaction's settings, sent with its BEGIN."""
+        return statements.file_session(
+            self.source_timezone, self.lock_timeout_ms, self.statement_timeout_ms
+        )
+
 
 def apply_file(
     db: Database,
@@ -72,14 +79,9 @@ def apply_file(
     csv_body = CsvBody(obj.key, body, on_progress=on_progress)
     file_columns = check_header(obj.key, csv_body.header)
     counts = RowCounts()
-    with _named_failures(obj.key), db.transaction(commit=not dry_run):
-        db.run(
-            statements.SET_FILE_SESSION,
-            timezone=ctx.source_timezone,
-            lock_timeout=f"{ctx.lock_timeout_ms}ms",
-            statement_timeout=f"{ctx.statement_timeout_ms}ms",
-        )
-        db.run(ctx.loader.create_staging)
+    with _named_failures(obj.key):
+        db.once(ctx.loader.create_staging)
+    with _named_failures(obj.key), db.transaction(commit=not dry_run, setup=ctx.file_session):
         _copy(db, ctx.loader, obj.key, file_columns, csv_body)
         timings["copy"] = _ms_since(clock)
         reached(Step.STAGED, obj.key)
