@@ -37,9 +37,12 @@ def record_file(
     started_at: datetime,
     duration_ms: int,
     metadata: dict[str, Any],
+    unblock: bool = False,
 ) -> None:
+    """The ledger row of a file; ``unblock``: and clear the dataset's blocked-file register
+    in the same statement (an applied file means nothing blocks the dataset)."""
     db.run(
-        sql.RECORD_FILE,
+        sql.RECORD_FILE_AND_UNBLOCK if unblock else sql.RECORD_FILE,
         dataset=dataset,
         source_key=key,
         etag=etag,

@@ -134,8 +134,8 @@ def apply_file(
                 "timings_ms": timings,
                 **({"read_from": obj.key} if source_key != obj.key else {}),
             },
+            unblock=True,
         )
-        ledger.clear_blocked(db, ctx.dataset)
         reached(Step.LEDGER_WRITTEN, obj.key)
     return FileResult(
         key=obj.key,

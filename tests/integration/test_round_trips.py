@@ -1,0 +1,95 @@
+"""The protocol the connection speaks, against the real PostgreSQL: one wait for the server
+per statement (prepared statements, simple Queries), COPY in the simple protocol without
+leaving a stray ReadyForQuery behind (after success or a server-side error), and the round
+trips a small file costs, counted (issue 14: say where each one goes)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from tests.conftest import Env
+from tests.support.rows import csv_bytes, key, row
+from tickets_ingest.dal.db import DatabaseError
+from tickets_ingest.logic.sync import sync
+
+# Where a clean small file's round trips go, in order (the dataset lock's heartbeat runs on
+# its own connection and is not counted):
+PER_FILE = {
+    "pause check before the file": 1,
+    "BEGIN with the file's SET LOCALs": 1,
+    "COPY: the server takes the data, then ends it": 2,
+    "set aside rows without a usable key or updated_at, and count": 1,
+    "SAVEPOINT for the typed upsert": 1,
+    "the upsert": 1,
+    "the ledger row (it carries the watermark) and clearing the blocked-file register": 1,
+    "COMMIT": 1,
+}
+
+
+def test_a_prepared_statement_is_parsed_once_per_connection(env: Env) -> None:
+    db = env.db()
+    before = db.round_trips
+    assert db.run("SELECT CAST(:n AS int) + 1", n=1) == [[2]]
+    assert db.round_trips - before == 2  # prepare, then execute
+    before = db.round_trips
+    assert db.run("SELECT CAST(:n AS int) + 1", n=41) == [[42]]
+    assert db.round_trips - before == 1  # bound and executed only
+
+
+def test_after_a_copy_the_next_statement_reads_its_own_answer(env: Env) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a text)")
+    with db.transaction():
+        assert db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", [b"x\ny\n"]) == 2
+        assert db.run("SELECT count(*) FROM t") == [[2]]
+    assert db.run("SELECT 'after'") == [["after"]]
+
+
+def test_a_copy_the_server_refuses_leaves_the_connection_in_step(env: Env) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+    with pytest.raises(DatabaseError) as refused, db.transaction():
+        db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", io.BytesIO(b"1\nnot a number\n"))
+    assert "integer" in str(refused.value)
+    assert not db.broken
+    assert db.run("SELECT count(*) FROM t") == [[0]]
+    assert db.run("SELECT CAST(:v AS text)", v="still in step") == [["still in step"]]
+
+
+def test_a_copy_source_that_fails_midway_closes_the_connection(env: Env) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+
+    def source() -> object:
+        yield b"1\n"
+        raise OSError("download cut")
+
+    with pytest.raises(OSError, match="download cut"), db.transaction():
+        db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", source())  # type: ignore[arg-type]
+    assert db.broken  # the protocol cannot be resumed mid-COPY: a new connection follows
+
+
+def test_a_small_file_costs_the_listed_round_trips(env: Env) -> None:
+    runtime = env.runtime()
+    env.put(key("2026-06-22T15-50-39"), csv_bytes([row("INC1"), row("INC2")]))
+    sync(runtime, "inc")  # baseline; connects, migrates
+    minute = iter(range(10, 60))
+
+    def sync_deltas(files: int) -> int:
+        """Round trips of one sync of ``files`` new one-row deltas."""
+        for _ in range(files):
+            at = next(minute)
+            env.put(
+                key(f"2026-06-22T16-{at}-00"), csv_bytes([row("INC1", f"2026-06-22 16:{at}:00")])
+            )
+        before = runtime.db().round_trips
+        report = sync(runtime, "inc")
+        assert len(report.applied) == files
+        return runtime.db().round_trips - before
+
+    sync_deltas(1)  # every statement of a file prepared once on this connection
+    # The same sync with two more files: what the sync itself costs cancels out.
+    per_file = (sync_deltas(3) - sync_deltas(1)) / 2
+    assert per_file == sum(PER_FILE.values()), PER_FILE
