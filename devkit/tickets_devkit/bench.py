@@ -483,7 +483,7 @@ def chart(rows: list[Row], path: Path) -> bool:
 
 
 def _to_ms(text: str) -> float:
-    value, unit = text.split()
+    value, unit = text.split()[:2]  # "11.6 ms/file (86 files/s)" too
     return float(value) * (1000 if unit == "s" else 1)
 
 

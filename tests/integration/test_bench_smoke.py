@@ -25,7 +25,7 @@ def test_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert any(m.startswith("cold start") for m in measures)
     assert any(m.startswith("peer") for m in measures)
     compared = [r for r in rows if r.ratio != "-"]
-    assert len(compared) == 3 and all(float(r.ratio) > 0 for r in compared)
+    assert len(compared) == 4 and all(float(r.ratio) > 0 for r in compared)
     table = (tmp_path / "latest.md").read_text()
     assert "| baseline, 300 rows into an empty table |" in table
     assert (tmp_path / "latest.png").stat().st_size > 1000
