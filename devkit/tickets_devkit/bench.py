@@ -108,7 +108,10 @@ class Bench:
         connection excluded, as for ours)."""
         if prepare is not None:
             prepare()
-        script = _reference_script(body)
+        return self.psql_seconds(_reference_script(body))
+
+    def psql_seconds(self, script: str) -> float:
+        """Run ``script`` in one psql session; the sum of the times psql itself reports."""
         psql = find_bindir() / "psql"
         done = subprocess.run(
             [str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.stack.database_url],
@@ -282,18 +285,10 @@ def _backlog_reference(bench: Bench, baseline: bytes, deltas: list[bytes]) -> fl
         path.write_bytes(body)
         paths.append(path)
     bench.reference(paths[0])
-    script = "".join(_reference_script(path) for path in paths[1:])
-    psql = find_bindir() / "psql"
-    done = subprocess.run(
-        [str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", bench.stack.database_url],
-        input=script,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    seconds = bench.psql_seconds("".join(_reference_script(path) for path in paths[1:]))
     for path in paths:
         path.unlink()
-    return sum(float(m) for m in re.findall(r"Time: ([0-9.]+) ms", done.stdout)) / 1000
+    return seconds
 
 
 _MEASURED = """
