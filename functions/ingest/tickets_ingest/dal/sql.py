@@ -4,6 +4,8 @@ Statements that depend on a dataset's table or a file's column order are built i
 ``dal.loader`` from validated, quoted identifiers; everything else is here, verbatim.
 """
 
+from pg8000.native import literal
+
 # --- migrations ------------------------------------------------------------------------
 
 CREATE_MIGRATIONS_TABLE = """
@@ -313,8 +315,6 @@ def file_session(timezone: str, lock_timeout_ms: int, statement_timeout_ms: int)
     """``FILE_SESSION`` with its values as literals: it is sent with the BEGIN in one
     simple Query (one round trip), which takes no parameters. The values are settings
     (a validated time zone name, integers), quoted all the same."""
-    from pg8000.native import literal  # noqa: PLC0415 - dal/db.py has imported pg8000 already
-
     return FILE_SESSION.format(
         timezone=literal(timezone),
         lock_timeout=literal(f"{int(lock_timeout_ms)}ms"),

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from tickets_ingest.core.csvstream import CsvBody
@@ -48,9 +49,9 @@ class ApplyContext:
     lock_timeout_ms: int = 30_000
     statement_timeout_ms: int = 900_000
 
-    @property
+    @cached_property
     def file_session(self) -> str:
-        """The file transaction's settings, sent with its BEGIN."""
+        """The file transaction's settings, sent with its BEGIN (built once per sync)."""
         return statements.file_session(
             self.source_timezone, self.lock_timeout_ms, self.statement_timeout_ms
         )
