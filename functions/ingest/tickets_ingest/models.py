@@ -96,6 +96,25 @@ class RowCounts:
     duplicate_ids: int = 0  # rows superseded by a later row with the same ticket_id
 
 
+class DriftPolicy(enum.StrEnum):
+    """What a file whose header differs from the contract gets (SCHEMA_DRIFT)."""
+
+    REJECT = "reject"  # the file is rejected at line 1, naming every unknown and missing column
+    RESCUE = "rescue"  # applied: unknown columns go to ``rescued``, missing ones are left alone
+
+
+@dataclass(frozen=True)
+class HeaderDrift:
+    """How a file's header differs from the contract (a file applied under ``rescue``)."""
+
+    added: tuple[str, ...]  # columns the contract does not know, in the file's order
+    missing: tuple[str, ...]  # contract columns the file lacks, in the contract's order
+
+    def as_metadata(self) -> dict[str, list[str]]:
+        """The ledger's ``metadata["schema_drift"]`` (read by the status view)."""
+        return {"added": list(self.added), "missing": list(self.missing)}
+
+
 @dataclass
 class FileResult:
     key: str
@@ -107,6 +126,7 @@ class FileResult:
     committed: bool  # False on a dry run
     archived: bool = False
     timings_ms: dict[str, int] = field(default_factory=dict)
+    drift: HeaderDrift | None = None  # the header differed from the contract (under rescue)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from tickets_ingest.core.keys import DATASET_PATTERN
 from tickets_ingest.core.schema import CSV_COLUMNS, DEFAULT_DROP_FIELDS, KEY_COLUMN, RECENCY_COLUMN
 from tickets_ingest.errors import ConfigError
+from tickets_ingest.models import DriftPolicy
 
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 DEFAULT_TABLES = {"inc": "incidents", "crq": "change_requests"}
@@ -75,6 +76,17 @@ class LockSettings:
 
 
 @dataclass(frozen=True)
+class SchemaDriftSettings:
+    """SCHEMA_DRIFT: what a file whose header differs from the contract gets, per dataset."""
+
+    default: DriftPolicy = DriftPolicy.REJECT
+    per_dataset: Mapping[str, DriftPolicy] = field(default_factory=dict)
+
+    def policy_for(self, dataset: str) -> DriftPolicy:
+        return self.per_dataset.get(dataset, self.default)
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     bucket: str
@@ -92,6 +104,10 @@ class Settings:
     future_tolerance_seconds: float = 3600.0
     retry: RetrySettings = field(default_factory=RetrySettings)
     lock: LockSettings = field(default_factory=LockSettings)
+    schema_drift: SchemaDriftSettings = field(default_factory=SchemaDriftSettings)
+
+    def schema_drift_for(self, dataset: str) -> DriftPolicy:
+        return self.schema_drift.policy_for(dataset)
 
     def table_for(self, dataset: str) -> str:
         if dataset not in self.datasets:
@@ -267,6 +283,43 @@ def _tables(raw: str | None) -> dict[str, str]:
     return tables
 
 
+_DRIFT_WORDS = " or ".join(p.value for p in DriftPolicy)
+
+
+def _schema_drift(raw: str | None, tables: Mapping[str, str]) -> SchemaDriftSettings:
+    """``reject`` or ``rescue`` for every dataset, ``dataset:policy`` for one, or both
+    (``reject,inc:rescue``). A dataset must have a table (DATASET_TABLES or the defaults),
+    not necessarily be enabled: one setting then serves a stack with or without crq."""
+    default: DriftPolicy | None = None
+    per_dataset: dict[str, DriftPolicy] = {}
+    for entry in _csv_list(raw or ""):
+        dataset, sep, word = (part.strip() for part in entry.partition(":"))
+        if not sep:
+            dataset, word = "", dataset
+        try:
+            policy = DriftPolicy(word)
+        except ValueError:
+            raise ConfigError(
+                f"SCHEMA_DRIFT entry {entry!r}: {word!r} is not a policy (use {_DRIFT_WORDS})"
+            ) from None
+        if not sep:
+            if default is not None:
+                raise ConfigError(
+                    f"SCHEMA_DRIFT entry {entry!r}: the policy of every dataset is given twice"
+                )
+            default = policy
+        elif dataset not in tables:
+            known = ", ".join(sorted(tables))
+            raise ConfigError(
+                f"SCHEMA_DRIFT entry {entry!r}: {dataset!r} is not a dataset (known: {known})"
+            )
+        elif dataset in per_dataset:
+            raise ConfigError(f"SCHEMA_DRIFT entry {entry!r}: {dataset!r} is given twice")
+        else:
+            per_dataset[dataset] = policy
+    return SchemaDriftSettings(default or DriftPolicy.REJECT, per_dataset)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the configuration from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -330,6 +383,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             max_seconds=_float(env, "RETRY_MAX_SECONDS", 60.0, 1.0, 900.0),
         ),
         lock=_lock_settings(env),
+        schema_drift=_schema_drift(env.get("SCHEMA_DRIFT"), tables),
     )
 
 

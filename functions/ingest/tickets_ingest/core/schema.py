@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tickets_ingest.errors import FileRejected
+from tickets_ingest.models import DriftPolicy, HeaderDrift
 
 
 class Kind(enum.Enum):
@@ -152,26 +153,73 @@ def key_problem(ticket_id: str) -> str | None:
     return None
 
 
-def check_header(key: str, header: Sequence[str]) -> tuple[str, ...]:
-    """The file's columns in its own order, or ``FileRejected`` naming what is wrong.
+@dataclass(frozen=True)
+class HeaderPlan:
+    """What a file's header means for loading it: its columns and how they drift."""
+
+    columns: tuple[str, ...]  # the file's columns in its own order (names stripped)
+    drift: HeaderDrift | None = None  # None: exactly the contract's columns
+
+    @property
+    def added(self) -> tuple[str, ...]:
+        return self.drift.added if self.drift else ()
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return self.drift.missing if self.drift else ()
+
+
+#: Columns a file must have whatever SCHEMA_DRIFT says: without them a row has no key
+#: to upsert on, or nothing for the recency guard to compare.
+REQUIRED_COLUMNS: tuple[str, ...] = (KEY_COLUMN, RECENCY_COLUMN)
+
+
+def plan_header(
+    key: str, header: Sequence[str], policy: DriftPolicy = DriftPolicy.REJECT
+) -> HeaderPlan:
+    """The file's columns in its own order, or ``FileRejected`` (line 1) naming what is wrong.
 
     Column order does not matter; names must match exactly (surrounding spaces aside),
-    each exactly once.
+    each exactly once. Under ``reject`` any unknown or missing column rejects the file
+    (every one is named). Under ``rescue`` unknown columns are kept aside and missing ones
+    left alone (``HeaderPlan.drift`` says which); a duplicated or empty name, or a missing
+    ticket_id or updated_at, still rejects the file.
     """
     names = tuple(name.strip() for name in header)
+    unknown = tuple(n for n in names if n not in COLUMN_KINDS)
+    missing = tuple(c for c in CSV_COLUMNS if c not in names)
     problems: list[str] = []
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        problems.append(f"duplicated column(s) {_names(duplicated)}")
-    unknown = [n for n in names if n not in COLUMN_KINDS]
-    if unknown:
-        problems.append(f"unknown column(s) {_names(unknown)}")
-    missing = [c for c in CSV_COLUMNS if c not in names]
-    if missing:
-        problems.append(f"missing column(s) {_names(missing)}")
+    if policy is DriftPolicy.REJECT:
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            problems.append(f"duplicated column(s) {_names(duplicated)}")
+        if unknown:
+            problems.append(f"unknown column(s) {_names(unknown)}")
+        if missing:
+            problems.append(f"missing column(s) {_names(missing)}")
+    else:
+        # An empty name has no key to be rescued under; two empties are one problem.
+        duplicated = sorted({n for n in names if n and names.count(n) > 1})
+        if duplicated:
+            problems.append(f"duplicated column(s) {_names(duplicated)}")
+        empty = [str(i) for i, n in enumerate(names, 1) if not n]
+        if empty:
+            problems.append(f"empty column name(s) at position(s) {', '.join(empty)}")
+        required = [c for c in REQUIRED_COLUMNS if c in missing]
+        if required:
+            problems.append(
+                f"missing column(s) {_names(required)} (required even with SCHEMA_DRIFT=rescue)"
+            )
     if problems:
         raise FileRejected(key, "bad header: " + "; ".join(problems), line=1)
-    return names
+    if not unknown and not missing:
+        return HeaderPlan(names)
+    return HeaderPlan(names, HeaderDrift(added=unknown, missing=missing))
+
+
+def check_header(key: str, header: Sequence[str]) -> tuple[str, ...]:
+    """The file's columns under the ``reject`` policy (exactly the contract's columns)."""
+    return plan_header(key, header).columns
 
 
 def _names(names: Iterable[str]) -> str:
