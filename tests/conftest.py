@@ -178,6 +178,7 @@ def env(database_url: str, aws_server: LocalAws, monkeypatch: pytest.MonkeyPatch
         "LOCK_WAIT_SECONDS",
         "RETRY_ATTEMPTS",
         "RETRY_MAX_SECONDS",
+        "SCHEMA_DRIFT",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATABASE_URL", database_url)

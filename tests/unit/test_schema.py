@@ -17,11 +17,14 @@ from tickets_ingest.core.schema import (
     RECENCY_COLUMN,
     SENTINEL_PREFIX,
     VALUE_SHAPES,
+    HeaderPlan,
     Kind,
     check_header,
     key_problem,
+    plan_header,
 )
 from tickets_ingest.errors import FileRejected
+from tickets_ingest.models import DriftPolicy, HeaderDrift
 
 KEY = "automations/inc/changes/2026-06-22T15-50-39.csv"
 
@@ -240,3 +243,57 @@ class TestKeyRule:
     @pytest.mark.parametrize("ticket_id", ["INC1", "INC 1", "K" * MAX_KEY_LENGTH, "ÉCHO-7/ä"])
     def test_accepted(self, ticket_id: str) -> None:
         assert key_problem(ticket_id) is None
+
+
+class TestPlanHeader:
+    """The header under SCHEMA_DRIFT=rescue (reject is check_header, above)."""
+
+    def test_a_clean_header_has_no_drift(self) -> None:
+        plan = plan_header(KEY, list(CSV_COLUMNS), DriftPolicy.RESCUE)
+        assert plan == HeaderPlan(CSV_COLUMNS)
+        assert plan.added == () and plan.missing == ()
+
+    def test_added_and_missing_are_named_in_order(self) -> None:
+        header = ["site", *(c for c in CSV_COLUMNS if c not in {"owner", "mttr"}), " priority "]
+        plan = plan_header(KEY, header, DriftPolicy.RESCUE)
+        assert plan.columns == tuple(h.strip() for h in header)
+        assert plan.drift == HeaderDrift(added=("site", "priority"), missing=("owner", "mttr"))
+        assert plan.drift.as_metadata() == {
+            "added": ["site", "priority"],
+            "missing": ["owner", "mttr"],
+        }
+
+    def test_reject_is_the_default_policy(self) -> None:
+        with pytest.raises(FileRejected, match="unknown column"):
+            plan_header(KEY, [*CSV_COLUMNS, "priority"])
+
+    @pytest.mark.parametrize(
+        ("header", "reason"),
+        [
+            (
+                [c for c in CSV_COLUMNS if c != KEY_COLUMN],
+                "bad header: missing column(s) 'ticket_id' "
+                "(required even with SCHEMA_DRIFT=rescue)",
+            ),
+            (
+                [c for c in CSV_COLUMNS if c not in {KEY_COLUMN, RECENCY_COLUMN}],
+                "bad header: missing column(s) 'ticket_id', 'updated_at' "
+                "(required even with SCHEMA_DRIFT=rescue)",
+            ),
+            ([*CSV_COLUMNS, "x", " x"], "bad header: duplicated column(s) 'x'"),
+            ([*CSV_COLUMNS, "", " "], "bad header: empty column name(s) at position(s) 33, 34"),
+            ([*CSV_COLUMNS, "a\tb"], "bad header: control character(s) in column name(s) 'a\\tb'"),
+        ],
+    )
+    def test_what_rescue_still_rejects(self, header: list[str], reason: str) -> None:
+        with pytest.raises(FileRejected) as info:
+            plan_header(KEY, header, DriftPolicy.RESCUE)
+        assert info.value.reason == reason
+        assert info.value.line == 1
+
+    @settings(max_examples=30, deadline=None, database=None)
+    @given(st.sets(st.sampled_from(CSV_COLUMNS[1:-1]), max_size=30))
+    def test_any_missing_column_but_the_required_is_left_alone(self, dropped: set[str]) -> None:
+        header = [c for c in CSV_COLUMNS if c not in dropped]
+        plan = plan_header(KEY, header, DriftPolicy.RESCUE)
+        assert set(plan.missing) == dropped and plan.added == ()

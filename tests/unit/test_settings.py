@@ -9,6 +9,7 @@ import pytest
 from tickets_ingest.core.schema import CSV_COLUMNS, DEFAULT_DROP_FIELDS
 from tickets_ingest.dal.db import ConnectionParams, parse_database_url
 from tickets_ingest.errors import ConfigError
+from tickets_ingest.models import DriftPolicy
 from tickets_ingest.settings import (
     DEFAULT_ALIASES,
     DEFAULT_DATABASE_URL,
@@ -458,3 +459,51 @@ class TestDatabaseUrlShape:
     def test_port_bounds(self, port: str) -> None:
         url = f"postgresql://u@db.example:{port}/tickets"
         assert parse_database_url(url).port == int(port)
+
+
+class TestSchemaDrift:
+    def test_default_is_reject(self) -> None:
+        settings = load_settings({})
+        assert settings.schema_drift_for("inc") is DriftPolicy.REJECT
+        assert settings.schema_drift_for("crq") is DriftPolicy.REJECT
+
+    @pytest.mark.parametrize(
+        ("raw", "inc", "crq"),
+        [
+            ("rescue", DriftPolicy.RESCUE, DriftPolicy.RESCUE),
+            ("reject", DriftPolicy.REJECT, DriftPolicy.REJECT),
+            ("inc:rescue", DriftPolicy.RESCUE, DriftPolicy.REJECT),
+            ("inc:rescue,crq:reject", DriftPolicy.RESCUE, DriftPolicy.REJECT),
+            ("rescue, crq : reject", DriftPolicy.RESCUE, DriftPolicy.REJECT),
+            ("reject,inc:rescue", DriftPolicy.RESCUE, DriftPolicy.REJECT),
+            ("", DriftPolicy.REJECT, DriftPolicy.REJECT),
+        ],
+    )
+    def test_valid(self, raw: str, inc: DriftPolicy, crq: DriftPolicy) -> None:
+        settings = load_settings({"SCHEMA_DRIFT": raw})
+        assert (settings.schema_drift_for("inc"), settings.schema_drift_for("crq")) == (inc, crq)
+
+    @pytest.mark.parametrize(
+        ("raw", "says"),
+        [
+            ("evolve", "'evolve' is not a policy (use reject or rescue)"),
+            ("inc:freeze", "'freeze' is not a policy"),
+            ("Rescue", "'Rescue' is not a policy"),
+            ("rescue,reject", "the policy of every dataset is given twice"),
+            ("inc:rescue,inc:reject", "'inc' is given twice"),
+            ("xyz:rescue", "'xyz' is not a dataset (known: crq, inc)"),
+        ],
+    )
+    def test_invalid(self, raw: str, says: str) -> None:
+        error = config_error({"SCHEMA_DRIFT": raw}, "SCHEMA_DRIFT")
+        assert says in str(error)
+
+    def test_a_custom_dataset_with_its_table(self) -> None:
+        env = {
+            "DATASETS": "inc,prb",
+            "DATASET_TABLES": "prb=problems",
+            "SCHEMA_DRIFT": "prb:rescue",
+        }
+        settings = load_settings(env)
+        assert settings.schema_drift_for("prb") is DriftPolicy.RESCUE
+        assert settings.schema_drift_for("inc") is DriftPolicy.REJECT

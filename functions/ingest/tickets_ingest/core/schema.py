@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -205,6 +206,10 @@ def plan_header(
         empty = [str(i) for i, n in enumerate(names, 1) if not n]
         if empty:
             problems.append(f"empty column name(s) at position(s) {', '.join(empty)}")
+        # A rescued name becomes a jsonb key and an SQL literal: no control characters.
+        unprintable = [n for n in unknown if any(unicodedata.category(ch) == "Cc" for ch in n)]
+        if unprintable:
+            problems.append(f"control character(s) in column name(s) {_names(unprintable)}")
         required = [c for c in REQUIRED_COLUMNS if c in missing]
         if required:
             problems.append(

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 
-from pg8000.native import identifier
+from pg8000.native import identifier, literal
 
 from tickets_ingest.core.aliases import Aliases
 from tickets_ingest.core.schema import (
@@ -38,6 +38,8 @@ from tickets_ingest.core.schema import (
 
 SCHEMA = "tickets"
 STAGING = "pg_temp.staged_rows"
+DRIFT_STAGING = "pg_temp.staged_drift"
+RESCUED = "rescued"
 REJECTS = "pg_temp.rejected_records"
 _SENTINEL_LIKE = SENTINEL_PREFIX.replace("%", r"\%").replace("_", r"\_") + "%"
 
@@ -156,12 +158,31 @@ class CandidateCounts:
     distinct_ids: int
 
 
+@dataclass(frozen=True)
+class DriftStaging:
+    """Staging for a file with columns the contract does not know (SCHEMA_DRIFT=rescue).
+
+    COPY cannot build jsonb, so such a file is COPYed into a table of its own (dropped at
+    commit: it has this file's shape only), known columns by name and unknown ones as
+    ``rescue_<n>``, then moved into ``staged_rows`` in file order with the unknown values
+    folded into ``rescued``. Every later step then reads ``staged_rows`` as for any file;
+    a clean file never takes this path. An empty value is rescued as JSON null, as an
+    empty known column is stored as NULL: the key stays visible.
+    """
+
+    create: str
+    copy: str
+    move: str
+    column_names: dict[str, str]  # staging column -> the file's name for it (error messages)
+
+
 class TableLoader:
     """The statements for one table and set of stored columns (built once, reused)."""
 
     def __init__(self, table: str, stored_columns: tuple[str, ...]) -> None:
         self.table = table
         self.stored_columns = stored_columns
+        self._upserts: dict[tuple[bool, tuple[str, ...], bool], str] = {}
 
     @property
     def target(self) -> str:
@@ -174,7 +195,9 @@ class TableLoader:
         # and dropping them per file cost more than a small delta's whole upsert.
         return (
             f"CREATE TEMP TABLE IF NOT EXISTS staged_rows (\n"
-            f"    rec_no bigint GENERATED ALWAYS AS IDENTITY,\n    {columns}\n"
+            f"    rec_no bigint GENERATED ALWAYS AS IDENTITY,\n    {columns},\n"
+            # A drifting file's unknown columns, by name (SCHEMA_DRIFT=rescue only).
+            f"    {RESCUED} jsonb\n"
             f") ON COMMIT DELETE ROWS;\n"
             f"CREATE TEMP TABLE IF NOT EXISTS rejected_records (\n"
             f"    rec_no bigint PRIMARY KEY,\n    error text NOT NULL,\n"
@@ -188,6 +211,44 @@ class TableLoader:
         columns = ", ".join(_q(c) for c in file_columns)
         return (
             f"COPY {STAGING} ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')"
+        )
+
+    @staticmethod
+    def drift_staging(file_columns: tuple[str, ...]) -> DriftStaging:
+        """The staging statements of a file with unknown columns (see ``DriftStaging``)."""
+        staged: list[str] = []
+        unknown: list[tuple[str, str]] = []  # (staging column, the file's name)
+        for name in file_columns:
+            if name in COLUMN_KINDS:
+                staged.append(name)
+            else:
+                unknown.append((f"rescue_{len(unknown) + 1}", name))
+                staged.append(unknown[-1][0])
+        known = [c for c in staged if c in COLUMN_KINDS]
+        definitions = ",\n    ".join(f"{_q(c)} text" for c in staged)
+        # jsonb_build_object takes at most 100 arguments: 50 pairs per call.
+        pairs = [f"{literal(name)}, nullif({_q(column)}, '')" for column, name in unknown]
+        rescued = " || ".join(
+            f"jsonb_build_object({', '.join(pairs[i : i + 50])})" for i in range(0, len(pairs), 50)
+        )
+        targets = ", ".join((*(_q(c) for c in known), RESCUED))
+        sources = ", ".join((*(_q(c) for c in known), rescued))
+        return DriftStaging(
+            create=(
+                f"CREATE TEMP TABLE staged_drift (\n"
+                f"    drift_no bigint GENERATED ALWAYS AS IDENTITY,\n    {definitions}\n"
+                f") ON COMMIT DROP"
+            ),
+            copy=(
+                f"COPY {DRIFT_STAGING} ({', '.join(_q(c) for c in staged)}) FROM STDIN"
+                " WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')"
+            ),
+            # In file order: rec_no (the line numbers of rejected rows) follows drift_no.
+            move=(
+                f"INSERT INTO {STAGING} ({targets})\n"
+                f"SELECT {sources}\nFROM {DRIFT_STAGING} ORDER BY drift_no"
+            ),
+            column_names=dict(unknown),
         )
 
     @cached_property
@@ -261,17 +322,35 @@ class TableLoader:
             f"  AND s.{_q(KEY_COLUMN)} NOT LIKE '{_SENTINEL_LIKE}'"
         )
 
-    def upsert(self, *, exclude_rejected: bool = True) -> str:
+    def upsert(
+        self,
+        *,
+        exclude_rejected: bool = True,
+        file_columns: tuple[str, ...] | None = None,
+        rescue: bool = False,
+    ) -> str:
         """Upsert the last valid occurrence of each ticket_id; returns (distinct, written).
 
         Whatever the file's place in the stream (baseline, delta, late, replay), a row
         replaces a stored one only if its updated_at is not older (the recency guard):
         older data never overwrites newer.
 
-        Labels are normalized once per distinct raw value (a file has a few dozen regions
-        and statuses, not thousands), then joined: far cheaper than a regex per row.
+        ``file_columns`` (a drifting file's header): only the stored columns the file has
+        are inserted and set, so a column the exporter dropped keeps its stored values,
+        never NULL. ``rescue``: the file's unknown columns are merged into ``rescued``,
+        keeping what earlier files rescued. Built once per shape.
         """
-        columns = self.stored_columns
+        shape = (exclude_rejected, file_columns or (), rescue)
+        if shape not in self._upserts:
+            columns = self.stored_columns
+            if file_columns is not None:
+                columns = tuple(c for c in columns if c in file_columns)
+            self._upserts[shape] = self._upsert(columns, exclude_rejected, rescue=rescue)
+        return self._upserts[shape]
+
+    def _upsert(self, columns: tuple[str, ...], exclude_rejected: bool, *, rescue: bool) -> str:
+        """Labels are normalized once per distinct raw value (a file has a few dozen regions
+        and statuses, not thousands), then joined: far cheaper than a regex per row."""
         labels = [c for c in NORMALIZED_COLUMNS if c in columns]
         # One scan collects the distinct label combinations; each label is then cleaned
         # once per distinct value from that small set.
@@ -292,12 +371,17 @@ class TableLoader:
         ]
         joins = "".join(f"\n    LEFT JOIN label_{c} ON label_{c}.raw = s.{_q(c)}" for c in labels)
         select = [f"label_{c}.label" if c in labels else _cast(c) for c in columns]
-        select_list = ",\n           ".join((*select, "CAST(:source_key AS text)", "now()"))
-        all_columns = (*columns, "source_key", "ingested_at")
+        select += ["CAST(:source_key AS text)", "now()"]
+        all_columns = [*columns, "source_key", "ingested_at"]
+        updates = [f"{_q(c)} = excluded.{_q(c)}" for c in all_columns if c != KEY_COLUMN]
+        if rescue:
+            select.append(f"s.{RESCUED}")
+            all_columns.append(RESCUED)
+            # A later file without a rescued column clears nothing: merge, newest wins.
+            updates.append(f"{RESCUED} = coalesce(stored.{RESCUED}, '{{}}') || excluded.{RESCUED}")
+        select_list = ",\n           ".join(select)
         insert_columns = ", ".join(_q(c) for c in all_columns)
-        updates = ",\n        ".join(
-            f"{_q(c)} = excluded.{_q(c)}" for c in all_columns if c != KEY_COLUMN
-        )
+        update_list = ",\n        ".join(updates)
         recency = _q(RECENCY_COLUMN)
         # A stored NULL (rows from before updated_at was required) is replaced.
         guard = f"\n    WHERE stored.{recency} IS NULL OR excluded.{recency} >= stored.{recency}"
@@ -314,7 +398,7 @@ class TableLoader:
             f"written AS (\n"
             f"    INSERT INTO {self.target} AS stored ({insert_columns})\n"
             f"    SELECT * FROM latest\n"
-            f"    ON CONFLICT ({_q(KEY_COLUMN)}) DO UPDATE SET\n        {updates}{guard}\n"
+            f"    ON CONFLICT ({_q(KEY_COLUMN)}) DO UPDATE SET\n        {update_list}{guard}\n"
             f"    RETURNING 1\n)"
         )
         return (
@@ -344,10 +428,13 @@ class TableLoader:
     def rejected_details(file_columns: tuple[str, ...]) -> str:
         """Rejected records with their physical line (header is line 1) and raw CSV text;
         a record set aside with a later one names that one's line."""
-        fields = ", ".join(f"tickets.csv_field(s.{_q(c)})" for c in file_columns)
-        newline_count = " + ".join(
-            f"coalesce(length(s.{_q(c)}) - length(replace(s.{_q(c)}, E'\\n', '')), 0)"
+        values = [
+            f"s.{_q(c)}" if c in COLUMN_KINDS else f"(s.{RESCUED} ->> {literal(c)})"
             for c in file_columns
+        ]
+        fields = ", ".join(f"tickets.csv_field({v})" for v in values)
+        newline_count = " + ".join(
+            f"coalesce(length({v}) - length(replace({v}, E'\\n', '')), 0)" for v in values
         )
         return (
             # rec_no keeps counting across files on one connection: number rows afresh.

@@ -258,6 +258,10 @@ def publish_metrics(report: SyncReport) -> None:
     emf.add_metric(name="Conflicts", unit=count, value=len(report.plan.conflicts))
     emf.add_metric(name="FilesRejected", unit=count, value=0 if report.ok else 1)
     emf.add_metric(name="FilesHeld", unit=count, value=len(report.plan.held))
+    # Applied under SCHEMA_DRIFT=rescue with a header that differs from the contract.
+    emf.add_metric(
+        name="FilesDrifted", unit=count, value=sum(1 for r in applied if r.drift is not None)
+    )
     # The margin kept files from starting in this invocation (a continuation follows).
     emf.add_metric(name="TimeBudgetStops", unit=count, value=1 if report.stopped_early else 0)
     emf.add_metric(name="FilesDeferred", unit=count, value=deferred_files(report))

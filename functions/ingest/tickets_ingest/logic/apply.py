@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any
 
 from tickets_ingest.core.csvstream import CsvBody
-from tickets_ingest.core.schema import COLUMN_KINDS, check_header
+from tickets_ingest.core.schema import COLUMN_KINDS, HeaderPlan, plan_header
 from tickets_ingest.dal import ledger
 from tickets_ingest.dal import sql as statements
 from tickets_ingest.dal.db import Database, DatabaseError, error_fields, sqlstate
@@ -24,7 +24,7 @@ from tickets_ingest.dal.loader import TableLoader
 from tickets_ingest.dal.retry import connection_lost
 from tickets_ingest.errors import FileFailed, FileRejected
 from tickets_ingest.failpoints import Step, reached
-from tickets_ingest.models import FileResult, PlannedFile, RowCounts
+from tickets_ingest.models import DriftPolicy, FileResult, PlannedFile, RowCounts
 
 # SQLSTATE classes a file's content causes: 21 cardinality (a key twice in one upsert),
 # 22 data exception, 23 integrity constraint, 54 program limit (e.g. an index row too big).
@@ -48,6 +48,9 @@ class ApplyContext:
     # APPLY_STATEMENT_TIMEOUT_SECONDS): a lock held elsewhere never wedges the dataset.
     lock_timeout_ms: int = 30_000
     statement_timeout_ms: int = 900_000
+    # SCHEMA_DRIFT for this dataset: reject a header that differs from the contract, or
+    # apply the file with unknown columns rescued and missing ones left alone.
+    drift_policy: DriftPolicy = DriftPolicy.REJECT
 
     @cached_property
     def file_session(self) -> str:
@@ -78,12 +81,13 @@ def apply_file(
     timings: dict[str, int] = {}
 
     csv_body = CsvBody(obj.key, body, on_progress=on_progress)
-    file_columns = check_header(obj.key, csv_body.header)
+    header = plan_header(obj.key, csv_body.header, ctx.drift_policy)
+    file_columns = header.columns
     counts = RowCounts()
     with _named_failures(obj.key):
         db.once(ctx.loader.create_staging)
     with _named_failures(obj.key), db.transaction(commit=not dry_run, setup=ctx.file_session):
-        _copy(db, ctx.loader, obj.key, file_columns, csv_body)
+        _stage(db, ctx.loader, obj.key, header, csv_body)
         timings["copy"] = _ms_since(clock)
         reached(Step.STAGED, obj.key)
 
@@ -100,7 +104,7 @@ def apply_file(
 
         try:
             with db.savepoint("typed"):
-                _upsert(db, ctx, source_key, counts, candidates=candidates)
+                _upsert(db, ctx, source_key, header, counts, candidates=candidates)
         except DatabaseError as exc:
             if not sqlstate(exc).startswith("22"):
                 raise
@@ -111,7 +115,7 @@ def apply_file(
             _set_aside_superseded(db, ctx, counts)
             counts.alarm_filtered, candidates = db.one(ctx.loader.candidate_counts)
             _check_reject_share(db, ctx, obj.key, file_columns, counts)
-            _upsert(db, ctx, source_key, counts, candidates=candidates)
+            _upsert(db, ctx, source_key, header, counts, candidates=candidates)
         timings["upsert"] = _ms_since(clock) - timings["copy"]
         reached(Step.UPSERTED, obj.key)
 
@@ -134,6 +138,7 @@ def apply_file(
                 "file_timestamp": obj.timestamp.isoformat(),
                 "timings_ms": timings,
                 **({"read_from": obj.key} if source_key != obj.key else {}),
+                **({"schema_drift": header.drift.as_metadata()} if header.drift else {}),
             },
             unblock=True,
         )
@@ -147,33 +152,68 @@ def apply_file(
         duration_ms=_ms_since(clock),
         committed=not dry_run,
         timings_ms=timings,
+        drift=header.drift,
     )
 
 
+def _stage(db: Database, loader: TableLoader, key: str, header: HeaderPlan, body: CsvBody) -> None:
+    """COPY the file into ``staged_rows``; a file with unknown columns goes through its
+    own staging table first (``DriftStaging``), missing columns are simply not copied."""
+    if not header.added:
+        _copy(db, loader.copy_statement(header.columns), key, body)
+        return
+    staging = loader.drift_staging(header.columns)
+    db.run(staging.create)
+    _copy(db, staging.copy, key, body, column_names=staging.column_names)
+    db.run(staging.move)
+
+
 def _copy(
-    db: Database, loader: TableLoader, key: str, columns: tuple[str, ...], body: CsvBody
+    db: Database,
+    statement: str,
+    key: str,
+    body: CsvBody,
+    *,
+    column_names: dict[str, str] | None = None,
 ) -> None:
     try:
-        db.copy_in(loader.copy_statement(columns), body.chunks())
+        db.copy_in(statement, body.chunks())
     except DatabaseError as exc:
         # Class 22 is the data's fault (bad CSV, bad encoding); anything else is ours.
         if not sqlstate(exc).startswith("22"):
             raise
         fields = error_fields(exc)
         where = _WHERE.search(fields.get("W", ""))
+        column = where.group(2) if where and where.group(2) else None
+        message = fields.get("M", str(exc))
+        for staged, name in (column_names or {}).items():
+            message = message.replace(f'"{staged}"', f'"{name}"')
         raise FileRejected(
             key,
-            fields.get("M", str(exc)),
+            message,
             line=int(where.group(1)) if where else None,
-            column=where.group(2) if where and where.group(2) else None,
+            # A rescued column is staged as rescue_<n>: name it as the file does.
+            column=(column_names or {}).get(column, column) if column else None,
         ) from None
 
 
 def _upsert(
-    db: Database, ctx: ApplyContext, key: str, counts: RowCounts, *, candidates: int
+    db: Database,
+    ctx: ApplyContext,
+    key: str,
+    header: HeaderPlan,
+    counts: RowCounts,
+    *,
+    candidates: int,
 ) -> None:
+    statement = ctx.loader.upsert(
+        exclude_rejected=counts.rejected > 0,
+        # A clean file takes the statement of every stored column; a drifting one, its own.
+        file_columns=header.columns if header.missing else None,
+        rescue=bool(header.added),
+    )
     distinct_ids, written = db.one(
-        ctx.loader.upsert(exclude_rejected=counts.rejected > 0),
+        statement,
         aliases=ctx.aliases_json,
         source_key=key,
     )

@@ -16,12 +16,13 @@ from tickets_ingest.dal import sql
 from tickets_ingest.dal.credentials import connection_params, forget_cached_secret
 from tickets_ingest.dal.db import Database, DatabaseError, InterfaceError, sqlstate
 from tickets_ingest.dal.lease import DatasetLock
-from tickets_ingest.dal.loader import TableLoader, aliases_json
+from tickets_ingest.dal.loader import RESCUED, TableLoader, aliases_json
 from tickets_ingest.dal.migrate import migrate, require_migrated
 from tickets_ingest.dal.retry import RetryPolicy
 from tickets_ingest.dal.s3 import Bucket
 from tickets_ingest.errors import SchemaMismatch
 from tickets_ingest.logic.apply import ApplyContext
+from tickets_ingest.models import DriftPolicy
 from tickets_ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class Runtime:
     settings: Settings
     application_name: str = "tickets-ingest"
     _db: Database | None = field(default=None, repr=False)
-    _checked_tables: set[str] = field(default_factory=set, repr=False)
+    _checked_tables: set[tuple[str, DriftPolicy]] = field(default_factory=set, repr=False)
     _migrated: bool = False
 
     @cached_property
@@ -123,9 +124,10 @@ class Runtime:
     def apply_context(self, dataset: str) -> ApplyContext:
         table = self.settings.table_for(dataset)
         loader = TableLoader(table, self.settings.stored_columns)
-        if table not in self._checked_tables:
-            self._check_table(table)
-            self._checked_tables.add(table)
+        policy = self.settings.schema_drift_for(dataset)
+        if (table, policy) not in self._checked_tables:
+            self._check_table(table, policy)
+            self._checked_tables.add((table, policy))
         return ApplyContext(
             dataset=dataset,
             loader=loader,
@@ -134,9 +136,10 @@ class Runtime:
             max_rejected_share=self.settings.max_rejected_share,
             lock_timeout_ms=int(self.settings.lock.apply_lock_timeout_seconds * 1000),
             statement_timeout_ms=int(self.settings.lock.apply_statement_timeout_seconds * 1000),
+            drift_policy=policy,
         )
 
-    def _check_table(self, table: str) -> None:
+    def _check_table(self, table: str, policy: DriftPolicy) -> None:
         present = {row[0] for row in self.db().run(sql.TABLE_COLUMNS, table=table)}
         if not present:
             raise SchemaMismatch(
@@ -147,6 +150,12 @@ class Runtime:
             raise SchemaMismatch(
                 f"table tickets.{table} lacks column(s) {', '.join(missing)} that DROP_FIELDS "
                 "keeps; add them with a migration or drop them in DROP_FIELDS"
+            )
+        if policy is DriftPolicy.RESCUE and RESCUED not in present:
+            raise SchemaMismatch(
+                f"table tickets.{table} lacks column {RESCUED} (jsonb) that SCHEMA_DRIFT=rescue "
+                "writes unknown columns to; run `tickets-ingest migrate` (0006 adds it to the "
+                "default tables) or add it to this one"
             )
 
     def close(self) -> None:
