@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from tickets_ingest.logic.sync import sync
 from tickets_ingest.settings import load_settings
 
 RESULTS = Path("bench/results")
+STEPS = ("baseline", "backlog", "memory", "cold", "peer")  # `--only` names, in run order
 README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
 STORED = [c for c in CSV_COLUMNS if c not in DEFAULT_DROP_FIELDS]
@@ -391,7 +392,7 @@ def bench_cold_start(bench: Bench) -> None:
     )
 
 
-def bench_peer(bench: Bench, baseline: Path, delta: Path) -> None:
+def bench_peer(bench: Bench, rows: int, seed: int) -> None:
     """dlt's merge of the same baseline and delta, when its own environment exists."""
     python = Path(".venv-dlt/bin/python")
     if not python.exists():
@@ -399,6 +400,7 @@ def bench_peer(bench: Bench, baseline: Path, delta: Path) -> None:
             Row("peer: dlt merge", "skipped", note="dlt is not installed: `make bench-dlt-env`")
         )
         return
+    baseline, delta = _peer_files(bench, rows, seed)
     script = Path(__file__).resolve().parents[2] / "bench" / "dlt_peer.py"
     # dlt insists on a password; the local server trusts every one.
     dsn = bench.stack.database_url.replace("postgres@", "postgres:local@", 1)
@@ -423,15 +425,30 @@ def bench_peer(bench: Bench, baseline: Path, delta: Path) -> None:
     runs = max(1, min(bench.runs, 3))  # dlt is slow; three runs are enough for a median
     base = statistics.median(dlt_run(baseline, fresh=True) for _ in range(runs))
     small = statistics.median(dlt_run(delta, fresh=False) for _ in range(runs))
-    ours = next(r for r in bench.rows if r.measure.startswith("baseline"))
+    ours = next((r for r in bench.rows if r.measure.startswith("baseline")), None)
+    versus = (
+        f"; ours for the baseline: {ours.ours} ({base / _to_ms(ours.ours) * 1000:.0f}x faster)"
+        if ours is not None
+        else ""
+    )
     bench.rows.append(
         Row(
             "peer: dlt merge (same baseline, same 131-row delta)",
             f"baseline {_seconds(base)}",
-            note=f"delta {_seconds(small)}; ours for the baseline: {ours.ours} "
-            f"({base / _to_ms(ours.ours) * 1000:.0f}x faster)",
+            note=f"delta {_seconds(small)}{versus}",
         )
     )
+
+
+def _peer_files(bench: Bench, rows: int, seed: int) -> tuple[Path, Path]:
+    """The baseline step's files; written here (the same generator, the same seed) when
+    that step did not run (`--only peer`)."""
+    baseline, delta = bench.workdir / "baseline.csv", bench.workdir / "delta.csv"
+    if not (baseline.exists() and delta.exists()):
+        stream = TicketStream("inc", seed=seed)
+        baseline.write_bytes(stream.baseline(rows).body)
+        delta.write_bytes(stream.delta(131).body)
+    return baseline, delta
 
 
 # --- output ----------------------------------------------------------------------------
@@ -501,6 +518,7 @@ class Options:
     seed: int = 7
     results: Path = RESULTS
     readme: bool = False
+    only: tuple[str, ...] = ()  # step names (STEPS); empty: every step
 
 
 def run(options: Options) -> list[Row]:
@@ -511,20 +529,18 @@ def run(options: Options) -> list[Row]:
         tempfile.TemporaryDirectory() as tmp,
     ):
         bench = Bench(stack, options.runs, Path(tmp))
-        steps: Iterator[Callable[[], None]] = iter(
-            [
-                lambda: bench_baseline_and_updates(bench, options.rows, options.seed),
-                lambda: bench_backlog(
-                    bench, options.backlog_files, options.latency_ms, options.seed
-                ),
-                lambda: bench_memory(bench, options.memory_rows, options.seed),
-                lambda: bench_cold_start(bench),
-                lambda: bench_peer(
-                    bench, bench.workdir / "baseline.csv", bench.workdir / "delta.csv"
-                ),
-            ]
-        )
-        for step in steps:
+        steps: dict[str, Callable[[], None]] = {
+            "baseline": lambda: bench_baseline_and_updates(bench, options.rows, options.seed),
+            "backlog": lambda: bench_backlog(
+                bench, options.backlog_files, options.latency_ms, options.seed
+            ),
+            "memory": lambda: bench_memory(bench, options.memory_rows, options.seed),
+            "cold": lambda: bench_cold_start(bench),
+            "peer": lambda: bench_peer(bench, options.rows, options.seed),
+        }
+        for name, step in steps.items():
+            if options.only and name not in options.only:
+                continue
             step()
             print(f"  ... {bench.rows[-1].measure}: {bench.rows[-1].ours}", flush=True)
         rows = bench.rows
@@ -558,11 +574,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--results", type=Path, default=defaults.results)
     parser.add_argument("--readme", action="store_true", help="put the table in README.md")
+    parser.add_argument(
+        "--only",
+        type=_steps,
+        default=defaults.only,
+        metavar="STEP[,STEP]",
+        help=f"run only these steps ({', '.join(STEPS)}); default: all",
+    )
     return parser
 
 
+def _steps(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in STEPS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown step(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(STEPS)}"
+        )
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.readme and args.only:
+        # README.md holds the whole table: a partial run would drop the other rows.
+        parser.error("--readme needs every step; leave out --only")
     run(
         Options(
             args.rows,
@@ -573,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seed,
             args.results,
             args.readme,
+            args.only,
         )
     )
     return 0
