@@ -80,12 +80,12 @@ def world(env: Env, monkeypatch: pytest.MonkeyPatch) -> Iterator[LambdaWorld]:
     app = importlib.import_module("app")
     # A new "container": settings, connection, clients and the cached secret are rebuilt
     # from this test's env.
-    for cached in (aws.runtime, aws._sync_news_once, aws._sqs):
+    for cached in (aws.runtime, aws._idempotent_sync_news, aws._sqs):
         cached.cache_clear()
     forget_cached_secret()
     yield LambdaWorld(env, path, app.lambda_handler)
     aws.runtime().close()
-    for cached in (aws.runtime, aws._sync_news_once, aws._sqs):
+    for cached in (aws.runtime, aws._idempotent_sync_news, aws._sqs):
         cached.cache_clear()
 
 

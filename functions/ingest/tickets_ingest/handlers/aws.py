@@ -12,37 +12,35 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tickets_ingest.core.events import Ignored, interpret_message, queued_message
 from tickets_ingest.core.keys import watermark_age
 from tickets_ingest.dal.retry import counts_since, retry_counts
 from tickets_ingest.errors import ConfigError, DatasetPaused, IngestError, SyncBusy
 from tickets_ingest.handlers.render import blocked_line, report_json
-from tickets_ingest.logic import pause as pausing
+from tickets_ingest.handlers.tracing import make_tracer
 from tickets_ingest.logic.runtime import Runtime
 from tickets_ingest.logic.sync import SyncOptions, sync
 from tickets_ingest.models import StreamObject, SyncReport
 from tickets_ingest.settings import load_settings
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "TicketsIngest")
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "tickets-ingest")
 
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+tracer = make_tracer(SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 # The engine logs through the standard library; give it the same JSON format and keys.
 logging.getLogger("tickets_ingest")
@@ -51,9 +49,6 @@ copy_config_to_registered_loggers(source_logger=logger, include={"tickets_ingest
 # skip_group_on_error: a failure in one dataset's group fails only that group's later
 # records, so a poison file in inc never holds crq back, while order within a group holds.
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
-idempotency_config = IdempotencyConfig(
-    event_key_jmespath="idempotency_key", expires_after_seconds=24 * 3600
-)
 
 
 class DatasetBlocked(IngestError):
@@ -100,6 +95,8 @@ class Invocation:
         except DatasetPaused as paused:
             # Planned work: the files wait in changes/ and the resume catches up, so the
             # record is done (acknowledged, never toward the DLQ); the sweep skips it too.
+            from tickets_ingest.logic import pause as pausing  # noqa: PLC0415 - only when paused
+
             publish_paused(dataset, pausing.watermark(runtime(), dataset))
             logger.info("dataset paused; nothing applied", extra={"detail": str(paused)})
             self.done[dataset] = {"dataset": dataset, "paused": str(paused)}
@@ -155,8 +152,6 @@ def begin(context: LambdaContext | None) -> Invocation:
     if context is not None:
         check_time_budget(context)
     _current = Invocation(context)
-    if context is not None:
-        idempotency_config.register_lambda_context(context)
     return _current
 
 
@@ -164,19 +159,40 @@ def _sync_news(news: dict[str, Any]) -> dict[str, Any]:
     return current().sync(news["dataset"])
 
 
-@cache
 def _sync_news_once() -> Callable[..., dict[str, Any]]:
     """``_sync_news``, made idempotent on what the message means when a table is configured."""
+    idempotent = _idempotent_sync_news()
+    if idempotent is None:
+        return _sync_news
+    config, wrapped = idempotent
+    context = current().context
+    if context is not None:  # in-progress records expire with this invocation's time
+        config.register_lambda_context(context)
+    return wrapped
+
+
+@cache
+def _idempotent_sync_news() -> tuple[IdempotencyConfig, Callable[..., dict[str, Any]]] | None:
+    """Built once per container, at the first message, and only with IDEMPOTENCY_TABLE:
+    the idempotency utility and its DynamoDB client are not part of every cold start."""
     table = runtime().settings.lambda_.idempotency_table
     if not table:
-        return _sync_news
-    persistence = DynamoDBPersistenceLayer(table_name=table)
+        return None
+    from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415 - see above
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    config = IdempotencyConfig(
+        event_key_jmespath="idempotency_key", expires_after_seconds=24 * 3600
+    )
     wrapped: Callable[..., dict[str, Any]] = idempotent_function(
         data_keyword_argument="news",
-        config=idempotency_config,
-        persistence_store=persistence,
+        config=config,
+        persistence_store=DynamoDBPersistenceLayer(table_name=table),
     )(_sync_news)
-    return wrapped
+    return config, wrapped
 
 
 def record_handler(record: SQSRecord) -> dict[str, Any]:

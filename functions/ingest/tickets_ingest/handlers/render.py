@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from tickets_ingest.logic.status import DatasetStatus, LedgerEntry
 from tickets_ingest.models import (
     BlockedFile,
     Conflict,
@@ -14,6 +13,9 @@ from tickets_ingest.models import (
     StreamObject,
     SyncReport,
 )
+
+if TYPE_CHECKING:  # the Lambda renders reports, never a status: not in its cold start
+    from tickets_ingest.logic.status import DatasetStatus, LedgerEntry
 
 
 def human_bytes(size: int) -> str:
