@@ -205,24 +205,29 @@ def _install_latency(runtime: Runtime, seconds: float) -> None:
 # --- the measures --------------------------------------------------------------------------
 
 
+def _sample_files(bench: Bench, rows: int, seed: int) -> tuple[Path, Path]:
+    """The baseline and its 131-row delta that the baseline and peer steps both apply,
+    written once per run (either step may run alone: `--only peer`)."""
+    baseline, delta = bench.workdir / "baseline.csv", bench.workdir / "delta.csv"
+    if not (baseline.exists() and delta.exists()):
+        stream = TicketStream("inc", seed=seed)
+        baseline.write_bytes(stream.baseline(rows).body)
+        delta.write_bytes(stream.delta(131).body)
+    return baseline, delta
+
+
 def bench_baseline_and_updates(bench: Bench, rows: int, seed: int) -> None:
-    stream = TicketStream("inc", seed=seed)
-    baseline = stream.baseline(rows)
-    base_path = bench.workdir / "baseline.csv"
-    base_path.write_bytes(baseline.body)
+    base_path, delta_path = _sample_files(bench, rows, seed)
     bench.compare(
         f"baseline, {rows:,} rows into an empty table", base_path, "<= 1.5", prepare=bench.reset
     )
 
     updated_path = bench.workdir / "updated.csv"
-    updated_path.write_bytes(_every_row_changed(baseline.body))
+    updated_path.write_bytes(_every_row_changed(base_path.read_bytes()))
     bench.reset()
     bench.ours(base_path)  # the table holds the baseline; every run updates every row
     bench.compare(f"full update, {rows:,} rows all changed", updated_path, "<= 1.5")
 
-    delta = stream.delta(131)
-    delta_path = bench.workdir / "delta.csv"
-    delta_path.write_bytes(delta.body)
     bench.compare("small delta, 131 rows into the full table", delta_path, "report ms")
 
 
@@ -456,7 +461,7 @@ def bench_peer(bench: Bench, rows: int, seed: int) -> None:
             Row("peer: dlt merge", "skipped", note="dlt is not installed: `make bench-dlt-env`")
         )
         return
-    baseline, delta = _peer_files(bench, rows, seed)
+    baseline, delta = _sample_files(bench, rows, seed)
     script = Path(__file__).resolve().parents[2] / "bench" / "dlt_peer.py"
     # dlt insists on a password; the local server trusts every one.
     dsn = bench.stack.database_url.replace("postgres@", "postgres:local@", 1)
@@ -494,17 +499,6 @@ def bench_peer(bench: Bench, rows: int, seed: int) -> None:
             note=f"delta {_seconds(small)}{versus}",
         )
     )
-
-
-def _peer_files(bench: Bench, rows: int, seed: int) -> tuple[Path, Path]:
-    """The baseline step's files; written here (the same generator, the same seed) when
-    that step did not run (`--only peer`)."""
-    baseline, delta = bench.workdir / "baseline.csv", bench.workdir / "delta.csv"
-    if not (baseline.exists() and delta.exists()):
-        stream = TicketStream("inc", seed=seed)
-        baseline.write_bytes(stream.baseline(rows).body)
-        delta.write_bytes(stream.delta(131).body)
-    return baseline, delta
 
 
 # --- output ----------------------------------------------------------------------------
