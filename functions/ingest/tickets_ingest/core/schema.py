@@ -222,10 +222,5 @@ def plan_header(
     return HeaderPlan(names, HeaderDrift(added=unknown, missing=missing))
 
 
-def check_header(key: str, header: Sequence[str]) -> tuple[str, ...]:
-    """The file's columns under the ``reject`` policy (exactly the contract's columns)."""
-    return plan_header(key, header).columns
-
-
 def _names(names: Iterable[str]) -> str:
     return ", ".join(repr(n) for n in names)
