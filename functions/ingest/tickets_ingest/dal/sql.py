@@ -352,3 +352,55 @@ WHERE dataset = :dataset
 ORDER BY id DESC
 LIMIT :limit
 """
+
+# --- dataset activity: last message, last error (dal/activity.py) ----------------------
+
+# One upsert a message: the function calls it for every message it acts on, so it must
+# stay one round trip. The error columns are left as they are.
+NOTE_MESSAGE = """
+INSERT INTO tickets.dataset_activity AS a
+    (dataset, last_message_at, last_message_kind, last_message_key)
+VALUES (:dataset, clock_timestamp(), :kind, :key)
+ON CONFLICT (dataset) DO UPDATE SET
+    last_message_at = excluded.last_message_at,
+    last_message_kind = excluded.last_message_kind,
+    last_message_key = excluded.last_message_key
+"""
+
+# The last error replaces the one before; a success clears nothing (status shows its age).
+NOTE_ERROR = """
+INSERT INTO tickets.dataset_activity AS a
+    (dataset, last_error_at, last_error_kind, last_error_key, last_error)
+VALUES (:dataset, clock_timestamp(), :kind, :key, :message)
+ON CONFLICT (dataset) DO UPDATE SET
+    last_error_at = excluded.last_error_at,
+    last_error_kind = excluded.last_error_kind,
+    last_error_key = excluded.last_error_key,
+    last_error = excluded.last_error
+"""
+
+DATASET_ACTIVITY = """
+SELECT last_message_at, last_message_kind, last_message_key,
+       last_error_at, last_error_kind, last_error_key, last_error
+FROM tickets.dataset_activity
+WHERE dataset = :dataset
+"""
+
+# The newest file applied (any kind that applies rows), and, if its ledger row carries
+# metadata.schema_drift, the first file of the unbroken run of files with that same drift
+# before it ("drifting since"). No row: nothing applied yet. Uses import_meta_recent.
+LAST_APPLIED = """
+WITH applied AS (
+    SELECT id, source_key, finished_at, export_type, metadata -> 'schema_drift' AS drift
+    FROM tickets.import_meta
+    WHERE dataset = :dataset AND export_type IN ('baseline', 'delta', 'late', 'replay')
+),
+newest AS (SELECT * FROM applied ORDER BY id DESC LIMIT 1)
+SELECT n.source_key, n.finished_at, n.export_type, n.drift,
+       (SELECT a.source_key FROM applied AS a
+        WHERE n.drift IS NOT NULL AND a.drift = n.drift
+          AND a.id > coalesce((SELECT max(b.id) FROM applied AS b
+                               WHERE b.drift IS DISTINCT FROM n.drift), 0)
+        ORDER BY a.id LIMIT 1)
+FROM newest AS n
+"""

@@ -26,8 +26,9 @@ from tickets_ingest.dal.retry import counts_since, retry_counts
 from tickets_ingest.errors import ConfigError, DatasetPaused, IngestError, SyncBusy
 from tickets_ingest.handlers.render import blocked_line, report_json
 from tickets_ingest.handlers.tracing import make_tracer
+from tickets_ingest.logic import activity
 from tickets_ingest.logic.runtime import Runtime
-from tickets_ingest.logic.sync import SyncOptions, sync
+from tickets_ingest.logic.sync import SyncOptions
 from tickets_ingest.models import StreamObject, SyncReport
 from tickets_ingest.settings import load_settings
 
@@ -82,7 +83,7 @@ class Invocation:
         before = retry_counts()
         options = SyncOptions(may_start_file=self.time_left, hand_over=True)
         try:
-            report = sync(runtime(), dataset, options)
+            report = activity.noted_sync(runtime(), dataset, options)  # notes its error
         except SyncBusy as busy:
             if not busy.handed_over:
                 raise  # the holder may not pick it up: the record fails and comes back
@@ -206,6 +207,7 @@ def record_handler(record: SQSRecord) -> dict[str, Any]:
     logger.append_keys(dataset=news.dataset, s3_key=news.key, reason=news.reason)
     if news.correlation_id:
         logger.set_correlation_id(news.correlation_id)
+    activity.note_news(runtime(), news)  # for status; never fails the record
     return _sync_news_once()(news=dataclasses.asdict(news))
 
 
@@ -217,6 +219,7 @@ def handle_batch(event: dict[str, Any], context: LambdaContext | None) -> dict[s
 
 
 def handle_direct(dataset: str) -> dict[str, Any]:
+    activity.note_message(runtime(), dataset, "direct")
     try:
         return {"ok": True, **current().sync(dataset)}
     except DatasetBlocked as exc:
@@ -229,6 +232,7 @@ def handle_sweep() -> dict[str, Any]:
     failures: list[str] = []
     for dataset in runtime().settings.datasets:
         logger.append_keys(dataset=dataset)
+        activity.note_message(runtime(), dataset, "sweep")
         try:
             results[dataset] = {"ok": True, **current().sync(dataset)}
         except DatasetBlocked as exc:

@@ -18,12 +18,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tickets_ingest.dal.db import DatabaseError, InterfaceError, error_fields
 from tickets_ingest.errors import ConfigError, DatasetPaused, IngestError, SyncBusy
 from tickets_ingest.handlers import render
-from tickets_ingest.logic import operator
+from tickets_ingest.logic import activity, operator
 from tickets_ingest.logic import pause as pausing
 from tickets_ingest.logic.grants import runtime_grants
 from tickets_ingest.logic.runtime import Runtime
-from tickets_ingest.logic.status import dataset_status, history
-from tickets_ingest.logic.sync import SyncOptions, sync
+from tickets_ingest.logic.status import dataset_status, history, pause_of
+from tickets_ingest.logic.sync import SyncOptions
 from tickets_ingest.settings import load_settings
 
 EXIT_OK = 0
@@ -246,8 +246,10 @@ def _sync(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
             lock_wait_seconds=args.wait,
             on_progress=progress.update if progress else None,
         )
+        if options.dry_run:
+            _say_if_paused(runtime, dataset)
         try:
-            report = sync(runtime, dataset, options)
+            report = activity.noted_sync(runtime, dataset, options)  # notes its error
         except DatasetPaused as paused:
             # Planned work: this dataset is skipped, the others are synced.
             print(f"tickets-ingest: {paused}", file=sys.stderr)
@@ -279,6 +281,18 @@ def _sync(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
     return code
 
 
+def _say_if_paused(runtime: Runtime, dataset: str) -> None:
+    """A dry run plans a paused dataset all the same; one line says what --apply would do."""
+    pause = pause_of(runtime, dataset)
+    if pause is not None:
+        print(
+            f"tickets-ingest: dataset {dataset!r} is {pause.describe()}; this dry run only "
+            f"plans, --apply would apply nothing and exit {EXIT_PAUSED} "
+            f"(tickets-ingest resume --dataset {dataset} lifts the pause)",
+            file=sys.stderr,
+        )
+
+
 def _status(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
     statuses = [dataset_status(runtime, d) for d in _datasets(runtime, args)]
     if args.json:
@@ -288,7 +302,10 @@ def _status(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
         json.dump(payload, out, indent=2, default=str)
         out.write("\n")
     else:
+        for status in statuses:  # the pipe at a glance first, then each dataset in full
+            render.print_summary(status, out)
         for status in statuses:
+            print(file=out)
             render.print_status(status, out)
     for status in statuses:
         for line in render.attention_lines(status):

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tickets_ingest.core.keys import file_name
+from tickets_ingest.core.pipestate import PipeState
+from tickets_ingest.logic.activity import rejection_text
 from tickets_ingest.models import (
     BlockedFile,
     Conflict,
@@ -44,12 +48,7 @@ def human_age(seconds: float | None) -> str:
 
 
 def blocked_line(blocked: BlockedFile) -> str:
-    where = blocked.key
-    if blocked.line is not None:
-        where += f", line {blocked.line}"
-    if blocked.column:
-        where += f", column {blocked.column}"
-    return f"rejected {where}: {blocked.reason}"
+    return rejection_text(blocked)  # also the last error noted for it
 
 
 def conflict_line(conflict: Conflict) -> str:
@@ -171,6 +170,82 @@ def report_json(report: SyncReport) -> dict[str, Any]:
         "rejected": None if report.rejected is None else blocked_line(report.rejected),
         "stopped_early": report.stopped_early,
     }
+
+
+def _ago(status: DatasetStatus, moment: datetime | None) -> str:
+    return f"{human_age(status.age_of(moment))} ago"
+
+
+def summary_lines(status: DatasetStatus) -> list[str]:
+    """The pipe at a glance (docs/status.md): the state word and what it rests on, pending,
+    lag and drift on the first line; why it is paused, blocked or busy; the last file
+    applied, the last message, the last error."""
+    state = status.state
+    count = len(status.plan.to_apply)
+    pending = f"{count} pending"
+    oldest = status.oldest_pending
+    if oldest is not None:
+        pending += f" (oldest {oldest.obj.name}, {human_age(status.age_of(oldest.obj.timestamp))})"
+    if status.watermark_in_future:
+        lag = "unknown (watermark in the future)"
+    else:
+        lag = human_age(status.lag_seconds)
+    applied = status.last_applied
+    drift = applied.drift if applied is not None else None
+    drifting = "none"
+    if drift is not None:
+        changes = [f"+{c}" for c in drift.added] + [f"-{c}" for c in drift.missing]
+        drifting = f"{' '.join(changes) or 'changed'} since {file_name(drift.since_key)}"
+    lines = [
+        f"{status.dataset:<5} {state.value.upper():<8} {pending}  lag {lag}  drift: {drifting}"
+    ]
+    indent = " " * 6
+    why = _why(status, state)
+    if why:
+        lines.append(f"{indent}{why}")
+    if applied is None:
+        lines.append(f"{indent}last applied  none")
+    else:
+        lines.append(
+            f"{indent}last applied  {file_name(applied.key)} ({applied.export_type}) at "
+            f"{applied.applied_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC, "
+            f"{_ago(status, applied.applied_at)}"
+        )
+    seen = status.activity
+    if seen is None or seen.last_message_at is None:
+        lines.append(f"{indent}last message  none recorded")
+    else:
+        about = seen.last_message_kind or "?"
+        if seen.last_message_key:
+            about += f" {file_name(seen.last_message_key)}"
+        lines.append(f"{indent}last message  {_ago(status, seen.last_message_at)} ({about})")
+    if seen is None or seen.last_error_at is None:
+        lines.append(f"{indent}last error    none recorded")
+    else:
+        lines.append(
+            f"{indent}last error    {_ago(status, seen.last_error_at)} "
+            f"({seen.last_error_kind}): {seen.last_error}"
+        )
+    return lines
+
+
+def _why(status: DatasetStatus, state: PipeState) -> str | None:
+    lock = status.lock
+    if state is PipeState.PAUSED and status.paused is not None:
+        return status.paused.describe()
+    if state is PipeState.BLOCKED:
+        if status.blocked is not None:
+            return f"stopped at: {blocked_line(status.blocked)}"
+        if lock is not None:
+            return f"the sync lock is held without a lease: {lock.describe()}"
+    if state is PipeState.BUSY and lock is not None:
+        return f"syncing now: {lock.describe()}"
+    return None
+
+
+def print_summary(status: DatasetStatus, out: TextIO) -> None:
+    for line in summary_lines(status):
+        print(line, file=out)
 
 
 def print_status(status: DatasetStatus, out: TextIO) -> None:

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tickets_ingest.core.keys import watermark_age
-from tickets_ingest.dal import ledger, pauses
+from tickets_ingest.core.pipestate import PipeState, pipe_state
+from tickets_ingest.dal import activity, ledger, pauses
 from tickets_ingest.dal import sql as statements
+from tickets_ingest.dal.activity import Activity, LastApplied
 from tickets_ingest.dal.lease import lock_holder
 from tickets_ingest.logic.operator import missing_files
 from tickets_ingest.logic.runtime import Runtime
@@ -75,10 +77,37 @@ class DatasetStatus:
     # Paused by an operator (planned work): nothing applies, pending files wait. Not an
     # outage: a paused dataset alone does not need attention (its lag alarm still counts).
     paused: Pause | None = None
+    # The pipe-status view (docs/status.md): the newest file applied (and its schema
+    # drift), what the dataset last heard and its last sync error, and when this was read.
+    last_applied: LastApplied | None = None
+    activity: Activity | None = None
+    as_of: datetime | None = None  # ages are counted to this moment (None: now)
 
     @property
     def watermark(self) -> str | None:
         return self.plan.watermark
+
+    @property
+    def state(self) -> PipeState:
+        """One word: paused > blocked > busy > running > idle (``core.pipestate``)."""
+        return pipe_state(
+            paused=self.paused is not None,
+            rejected=self.blocked is not None,
+            holder=self.lock,
+            pending=len(self.plan.to_apply),
+        )
+
+    @property
+    def oldest_pending(self) -> PlannedFile | None:
+        """The pending file with the oldest name (a late file first: it is older)."""
+        pending = self.plan.to_apply
+        return min(pending, key=lambda p: p.obj.timestamp) if pending else None
+
+    def age_of(self, moment: datetime | None) -> float | None:
+        """Seconds from ``moment`` to ``as_of`` (never negative)."""
+        if moment is None:
+            return None
+        return max(0.0, ((self.as_of or datetime.now(UTC)) - moment).total_seconds())
 
     @property
     def needs_attention(self) -> bool:
@@ -161,7 +190,70 @@ class DatasetStatus:
             if self.last_applied_at is None
             else self.last_applied_at.isoformat(),
             "recent": [entry.to_json() for entry in self.recent],
+            **self._pipe_json(),
         }
+
+    def _pipe_json(self) -> dict[str, Any]:
+        """The pipe-status fields (docs/status.md is their contract)."""
+        oldest, applied, seen = self.oldest_pending, self.last_applied, self.activity
+        drift = applied.drift if applied is not None else None
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "state": self.state.value,
+            "pending_count": len(self.plan.to_apply),
+            "oldest_pending": None
+            if oldest is None
+            else {
+                "key": oldest.obj.key,
+                "timestamp": oldest.obj.timestamp.isoformat(),
+                "age_seconds": _rounded(self.age_of(oldest.obj.timestamp)),
+            },
+            "last_applied": None
+            if applied is None
+            else {
+                "key": applied.key,
+                "applied_at": _utc(applied.applied_at),
+                "export_type": applied.export_type,
+                "age_seconds": _rounded(self.age_of(applied.applied_at)),
+            },
+            "last_message": None
+            if seen is None or seen.last_message_at is None
+            else {
+                "at": _utc(seen.last_message_at),
+                "kind": seen.last_message_kind,
+                "key": seen.last_message_key,
+                "age_seconds": _rounded(self.age_of(seen.last_message_at)),
+            },
+            "last_error": None
+            if seen is None or seen.last_error_at is None
+            else {
+                "at": _utc(seen.last_error_at),
+                "kind": seen.last_error_kind,
+                "key": seen.last_error_key,
+                "message": seen.last_error,
+                "age_seconds": _rounded(self.age_of(seen.last_error_at)),
+            },
+            "drift": None
+            if drift is None
+            else {
+                "added": list(drift.added),
+                "missing": list(drift.missing),
+                "since": drift.since_key,
+            },
+        }
+
+
+# The version of the JSON shape of one dataset's status (docs/status.md): bumped when a
+# field is removed or changes meaning; adding a field keeps it.
+SCHEMA_VERSION = 1
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
 
 
 def dataset_status(
@@ -188,4 +280,12 @@ def dataset_status(
         watermark_in_future=age.in_future,
         lock=lock_holder(db, dataset),
         paused=pauses.pause_of(db, dataset),
+        last_applied=activity.last_applied(db, dataset),
+        activity=activity.activity_of(db, dataset),
+        as_of=now,
     )
+
+
+def pause_of(runtime: Runtime, dataset: str) -> Pause | None:
+    """The operator's pause of ``dataset``, if any (a dry run says so)."""
+    return pauses.pause_of(runtime.db(), dataset)
