@@ -67,6 +67,12 @@ def test_pause_refuses_apply_keeps_the_dry_run_and_resume_catches_up(
     assert "dry run: nothing was changed" in out
     assert f"{T1}.csv  delta" in out and f"{T2}.csv  delta" in out
     assert "would apply: 1 read, 1 upserted" in out
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tickets-ingest: dataset 'inc' is paused by ana")
+    assert err[0].endswith(
+        ": VACUUM FULL; this dry run only plans, --apply would apply nothing and exit 3 "
+        "(tickets-ingest resume --dataset inc lifts the pause)"
+    )
 
     # Other datasets are synced; the exit code still says one was paused.
     env.put("automations/crq/changes/2026-06-22T15-50-39.csv", csv_bytes([row("CRQ1")]))

@@ -15,7 +15,7 @@ from tickets_devkit.cli import build_parser as devkit_parser
 from tickets_ingest.handlers.cli import build_parser as ingest_parser
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "README.md", ROOT / "docs" / "runbook.md", ROOT / "docs" / "deploy.md"]
+DOCS = [ROOT / "README.md", *(ROOT / "docs" / n for n in ("runbook.md", "deploy.md", "status.md"))]
 PROGRAM = re.compile(r"(?:^|[\s$/])(tickets-(?:ingest|devkit))(?=\s|$)(.*)$")
 INLINE = re.compile(r"`([^`]+)`")
 
