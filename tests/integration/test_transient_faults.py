@@ -34,6 +34,7 @@ from tickets_ingest.core.schema import CSV_COLUMNS, DEFAULT_DROP_FIELDS
 from tickets_ingest.dal.retry import counts_since, retry_counts
 from tickets_ingest.errors import TransientFault
 from tickets_ingest.handlers import cli
+from tickets_ingest.logic import activity
 from tickets_ingest.logic.operator import replay_missing
 from tickets_ingest.logic.sync import SyncOptions, sync
 
@@ -228,7 +229,7 @@ def test_an_unexpected_error_is_one_line_without_a_traceback(
     def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("something nobody named")
 
-    monkeypatch.setattr(cli, "sync", broken)
+    monkeypatch.setattr(activity, "sync", broken)  # what the CLI's sync calls
     assert cli.main(["sync", "--dataset", DATASET, "--apply"]) == cli.EXIT_FAILED
     err = capsys.readouterr().err
     assert "Traceback" not in err
