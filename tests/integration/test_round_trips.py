@@ -17,8 +17,7 @@ from tickets_ingest.logic.sync import sync
 # Where a clean small file's round trips go, in order (the dataset lock's heartbeat runs on
 # its own connection and is not counted):
 PER_FILE = {
-    "pause check before the file": 1,
-    "BEGIN with the file's SET LOCALs": 1,
+    "BEGIN with the file's SET LOCALs and the pause check": 1,
     "COPY: the server takes the data, then ends it": 2,
     "set aside rows without a usable key or updated_at, and count": 1,
     "SAVEPOINT for the typed upsert": 1,

@@ -317,16 +317,16 @@ class Database:
             self._done_once.add(sql)
 
     @contextmanager
-    def transaction(self, *, commit: bool = True, setup: str = "") -> Iterator[None]:
+    def transaction(self, *, commit: bool = True, setup: str = "") -> Iterator[list[list[Any]]]:
         """BEGIN ... COMMIT, or ROLLBACK when the block raises (if the connection lives).
 
         ``commit=False`` rolls back even on success: a dry run does all the work and keeps none.
-        ``setup``: statements without parameters (``SET LOCAL ...``) sent with the BEGIN, in
-        the same round trip.
+        ``setup``: statements without parameters (``SET LOCAL ...``, a query) sent with the
+        BEGIN, in the same round trip; the block gets the rows of the last of them.
         """
-        self._call(f"BEGIN;\n{setup}" if setup else "BEGIN")
+        rows = self._call(f"BEGIN;\n{setup}" if setup else "BEGIN")
         try:
-            yield
+            yield list(rows) if rows is not None else []
         except BaseException:
             if not self.broken:
                 try:

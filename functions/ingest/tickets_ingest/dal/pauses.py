@@ -14,6 +14,11 @@ def _pause(dataset: str, rows: list[list[object]]) -> Pause | None:
     return Pause(dataset, str(paused_by), paused_at, str(reason))  # type: ignore[arg-type]
 
 
+def pause_in(dataset: str, rows: list[list[object]]) -> Pause | None:
+    """The pause in the rows of ``sql.pause_check`` (sent with a file's BEGIN)."""
+    return _pause(dataset, rows)
+
+
 def pause_of(db: Database, dataset: str) -> Pause | None:
     return _pause(dataset, db.run(sql.DATASET_PAUSE, dataset=dataset))
 

@@ -269,6 +269,14 @@ DATASET_PAUSE = """
 SELECT paused_by, paused_at, reason FROM tickets.dataset_pauses WHERE dataset = :dataset
 """
 
+
+def pause_check(dataset: str) -> str:
+    """``DATASET_PAUSE`` with the dataset as a literal, sent last with a file's BEGIN (the
+    simple Query takes no parameters): a sync learns of a pause in the round trip that
+    opens the file's transaction, not in one of its own."""
+    return DATASET_PAUSE.replace(":dataset", literal(dataset))
+
+
 # No row: the dataset was paused already (the first pause, its who and why, stays).
 PAUSE_DATASET = """
 INSERT INTO tickets.dataset_pauses (dataset, paused_by, reason)

@@ -17,12 +17,12 @@ from typing import Any
 
 from tickets_ingest.core.csvstream import CsvBody
 from tickets_ingest.core.schema import COLUMN_KINDS, HeaderPlan, plan_header
-from tickets_ingest.dal import ledger
+from tickets_ingest.dal import ledger, pauses
 from tickets_ingest.dal import sql as statements
 from tickets_ingest.dal.db import Database, DatabaseError, error_fields, sqlstate
 from tickets_ingest.dal.loader import TableLoader
 from tickets_ingest.dal.retry import connection_lost
-from tickets_ingest.errors import FileFailed, FileRejected
+from tickets_ingest.errors import DatasetPaused, FileFailed, FileRejected
 from tickets_ingest.failpoints import Step, reached
 from tickets_ingest.models import DriftPolicy, FileResult, PlannedFile, RowCounts
 
@@ -59,6 +59,11 @@ class ApplyContext:
             self.source_timezone, self.lock_timeout_ms, self.statement_timeout_ms
         )
 
+    @cached_property
+    def file_session_unless_paused(self) -> str:
+        """The settings and, last, the dataset's pause: one round trip opens the file."""
+        return f"{self.file_session};\n{statements.pause_check(self.dataset)}"
+
 
 def apply_file(
     db: Database,
@@ -68,11 +73,14 @@ def apply_file(
     *,
     watermark_after: str | None,
     dry_run: bool = False,
+    stop_if_paused: bool = False,
     on_progress: Callable[[int], None] | None = None,
 ) -> FileResult:
     """Apply ``planned`` from the readable ``body``; raises ``FileRejected`` for bad input.
 
     ``watermark_after`` is what the ledger row records as ``source_max_key``.
+    ``stop_if_paused``: raise ``DatasetPaused`` (nothing applied) if an operator paused the
+    dataset, as the transaction opens (a pause that came while the sync ran).
     """
     obj = planned.obj
     source_key = planned.source_key
@@ -86,7 +94,11 @@ def apply_file(
     counts = RowCounts()
     with _named_failures(obj.key):
         db.once(ctx.loader.create_staging)
-    with _named_failures(obj.key), db.transaction(commit=not dry_run, setup=ctx.file_session):
+    setup = ctx.file_session_unless_paused if stop_if_paused else ctx.file_session
+    with _named_failures(obj.key), db.transaction(commit=not dry_run, setup=setup) as found:
+        pause = pauses.pause_in(ctx.dataset, found) if stop_if_paused else None
+        if pause is not None:
+            raise DatasetPaused(ctx.dataset, pause.describe(), stopped_before=obj.key)
         _stage(db, ctx.loader, obj.key, header, csv_body)
         timings["copy"] = _ms_since(clock)
         reached(Step.STAGED, obj.key)

@@ -74,12 +74,12 @@ def plan_dataset(runtime: Runtime, dataset: str, now: datetime | None = None) ->
     )
 
 
-def raise_if_paused(runtime: Runtime, dataset: str, before: str | None = None) -> None:
-    """``DatasetPaused`` if an operator paused ``dataset`` (``before``: the file this sync
-    would start next, when the pause came while it ran)."""
+def raise_if_paused(runtime: Runtime, dataset: str) -> None:
+    """``DatasetPaused`` if an operator paused ``dataset`` (before a sync takes the lock;
+    each file's transaction checks again as it opens: ``apply_file(stop_if_paused=...)``)."""
     pause = pauses.pause_of(runtime.db(), dataset)
     if pause is not None:
-        raise DatasetPaused(dataset, pause.describe(), stopped_before=before)
+        raise DatasetPaused(dataset, pause.describe())
 
 
 def sync(runtime: Runtime, dataset: str, options: SyncOptions | None = None) -> SyncReport:
@@ -259,12 +259,6 @@ def _try_file(
     obj = planned.obj
     if session.reconnected and session.committed_already(planned):
         return None
-    if not options.dry_run and planned.export_type is not ExportType.REPLAY:
-        # (A replay runs while paused: the restore procedure pauses the stream first.)
-        # A pause that came while this sync ran stops it here (also the gap between the
-        # check before the lock and taking it). Inside the try: a connection lost since the
-        # last file is recovered like any other, not a failed run.
-        raise_if_paused(runtime, ctx.dataset, before=obj.key)
     lock = session.lock
     lock.start_file()
     body = pipeline.body(index)
@@ -277,6 +271,12 @@ def _try_file(
             body,
             watermark_after=watermark_after,
             dry_run=options.dry_run,
+            # A pause that came while this sync ran stops it before this file (also the gap
+            # between the check before the lock and taking it), checked with the file's
+            # BEGIN. Inside the try: a connection lost since the last file is recovered
+            # like any other, not a failed run. (A replay runs while paused: the restore
+            # procedure pauses the stream first.)
+            stop_if_paused=not options.dry_run and planned.export_type is not ExportType.REPLAY,
             on_progress=_progress_for(obj, options.on_progress),
         )
         if not options.dry_run:
