@@ -192,3 +192,44 @@ def test_a_holder_taken_over_stops_with_lock_lost_and_never_applies_again(
     pool.shutdown()
     applied = db.run("SELECT source_key FROM tickets.import_meta ORDER BY id")
     assert applied == [[key(stamp)] for stamp in STAMPS]  # each once, in order
+
+
+def test_a_reconnect_ends_its_own_previous_session_that_still_holds_the_lock(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection closed on the client's side mid-file (a download cut mid-COPY, a
+    network error) leaves its backend holding the lock until the server notices: at once
+    for an idle backend, only after its statement for a busy one. The reconnect must not
+    take that for another sync's takeover (it used to stop with LockLost): it ends its
+    own previous backend, named by the lease, takes the lock and retries the file."""
+    for n, stamp in enumerate(STAMPS):
+        env.put(key(stamp), csv_bytes([row(f"INC{n}", f"2026-06-22 16:0{n}:00")]))
+    runtime = env.runtime()
+    old_pids: list[int] = []
+
+    def lose_the_connection_while_its_backend_is_busy(step: Step, at: str) -> None:
+        if step is Step.STAGED and at == key(STAMPS[1]) and not old_pids:
+            db = runtime.db()
+            old_pids.append(int(db.scalar("SELECT pg_backend_pid()")))
+            db._con.send_QUERY("SELECT pg_sleep(30)")  # the backend is busy, not reading
+            db._con._sock.flush()
+            db.close()
+            raise ConnectionResetError("connection reset mid-file")
+
+    with failpoints.on(lose_the_connection_while_its_backend_is_busy):
+        report = sync(runtime, "inc")
+    assert [r.key for r in report.applied] == [key(s) for s in STAMPS]
+    assert env.db().run(
+        "SELECT source_key FROM tickets.import_meta WHERE dataset = 'inc' ORDER BY id"
+    ) == [[key(s)] for s in STAMPS]
+    assert (
+        old_pids
+        and env.db().scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid", pid=old_pids[0]
+        )
+        == 0
+    )
+    assert any(
+        f"ending this sync's previous session (pid {old_pids[0]})" in r.getMessage()
+        for r in caplog.records
+    )

@@ -300,7 +300,10 @@ class DatasetLock:
         """Hold the lock on a new apply connection after a reconnect, or raise ``LockLost``
         if a contender took the dataset meanwhile (never re-apply after a takeover)."""
         self.raise_if_lost()
-        if not db.scalar(sql.TRY_DATASET_LOCK, dataset=self.dataset):
+        with self._mutex:
+            previous = self._identity
+        assert previous is not None, "rebind of a lock that was never taken"
+        if not self._take_back(db, previous):
             holder = lock_holder(db, self.dataset)
             raise LockLost(
                 self.dataset, holder.describe() if holder else "it held the lock meanwhile"
@@ -317,6 +320,33 @@ class DatasetLock:
             db.scalar(sql.UNLOCK_DATASET, dataset=self.dataset)
         self._lost = "its lease was claimed while this sync reconnected"
         self.raise_if_lost()
+
+    def _take_back(self, db: Database, previous: Identity) -> bool:
+        """Take the lock on the new connection ``db``. This sync's previous apply backend
+        may hold it still: a connection closed on the client's side (a download cut
+        mid-COPY, a network error) ends its backend only once the server notices, at once
+        when idle, after its statement when busy, after the keepalive when the network is
+        gone. That backend is ours (the same pid and backend_start): end it and wait for
+        it to go. Anyone else holding the lock: False (a takeover, never undone here)."""
+        if db.scalar(sql.TRY_DATASET_LOCK, dataset=self.dataset):
+            return True
+        rows = db.run(sql.LOCK_HOLDER, dataset=self.dataset)
+        if not rows or (rows[0][0], rows[0][3]) != previous:
+            return False
+        log.warning(
+            "dataset %s: ending this sync's previous session (pid %s), which lost its "
+            "connection but still holds the lock; its file in progress rolls back",
+            self.dataset,
+            previous[0],
+        )
+        with suppress(DatabaseError):  # no right to end it: it still goes, in time
+            db.run(sql.TERMINATE_HOLDER, pid=previous[0], started=previous[1])
+        deadline = time.monotonic() + TERMINATED_WITHIN_SECONDS
+        while not db.scalar(sql.TRY_DATASET_LOCK, dataset=self.dataset):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     # -- waits on other sessions' locks ---------------------------------------------------
 
