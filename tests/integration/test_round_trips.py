@@ -19,8 +19,7 @@ from tickets_ingest.logic.sync import sync
 PER_FILE = {
     "BEGIN with the file's SET LOCALs and the pause check": 1,
     "COPY: the server takes the data, then ends it": 2,
-    "set aside rows without a usable key or updated_at, and count": 1,
-    "SAVEPOINT for the typed upsert": 1,
+    "set aside rows without a usable key or updated_at, count, and SAVEPOINT": 1,
     "the upsert": 1,
     "the ledger row (it carries the watermark) and clearing the blocked-file register": 1,
     "COMMIT": 1,

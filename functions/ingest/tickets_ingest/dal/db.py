@@ -231,8 +231,9 @@ class Database:
             raise
 
     def _simple(self, sql: str, *, stream: Any = None, waits: int = 1) -> Any:
-        """One simple Query (``sql`` may hold several statements; the rows are the last
-        one's). pg8000's own ``run`` sends COPY through the extended protocol (three waits
+        """One simple Query (``sql`` may hold several statements; the rows are those of
+        every statement that returns rows, one after the other: pg8000 appends them).
+        pg8000's own ``run`` sends COPY through the extended protocol (three waits
         before the data); it has no parameters, so the simple Query does it in one."""
         con = self._con
         copy = None if stream is None else _CopySource(stream)
@@ -337,10 +338,12 @@ class Database:
         self._call("COMMIT" if commit else "ROLLBACK")
 
     @contextmanager
-    def savepoint(self, name: str) -> Iterator[None]:
+    def savepoint(self, name: str, *, declared: bool = False) -> Iterator[None]:
         """A savepoint to roll back to if the block fails. Not released on success: the
-        commit releases it, and a RELEASE would cost a round trip per file."""
-        self._call(f"SAVEPOINT {name}")
+        commit releases it, and a RELEASE would cost a round trip per file. ``declared``:
+        the previous statement declared it already (sent with it, in its round trip)."""
+        if not declared:
+            self._call(f"SAVEPOINT {name}")
         try:
             yield
         except DatabaseError:

@@ -33,6 +33,7 @@ _CONTENT_CLASSES = ("21", "22", "23", "54")
 _NOT_THE_FILES = {"55P03", "57014"}
 _WHERE = re.compile(r"line (\d+)(?:, column (\w+))?")
 _MAX_LISTED_ROW_ERRORS = 3
+TYPED = "typed"  # the savepoint before the typed upsert: a value that does not cast
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,12 @@ class ApplyContext:
         return statements.file_session(
             self.source_timezone, self.lock_timeout_ms, self.statement_timeout_ms
         )
+
+    @cached_property
+    def sort_rows_then_savepoint(self) -> str:
+        """Set aside the rows without a usable key, count, and declare the savepoint of the
+        typed upsert, in one round trip (the savepoint keeps what the first statement did)."""
+        return f"{self.loader.reject_bad_rows};\nSAVEPOINT {TYPED}"
 
     @cached_property
     def file_session_unless_paused(self) -> str:
@@ -109,13 +116,16 @@ def apply_file(
             counts.rejected,
             counts.alarm_filtered,
             candidates,
-        ) = db.one(ctx.loader.reject_bad_rows)
+        ) = db.one(ctx.sort_rows_then_savepoint)
+        # Rows set aside: what follows changes the staging, so the savepoint is declared
+        # again after it (a rollback to it must keep that). A clean file uses the first.
+        declared = not counts.rejected
         if counts.rejected and _set_aside_superseded(db, ctx, counts):
             counts.alarm_filtered, candidates = db.one(ctx.loader.candidate_counts)
         _check_reject_share(db, ctx, obj.key, file_columns, counts)
 
         try:
-            with db.savepoint("typed"):
+            with db.savepoint(TYPED, declared=declared):
                 _upsert(db, ctx, source_key, header, counts, candidates=candidates)
         except DatabaseError as exc:
             if not sqlstate(exc).startswith("22"):
