@@ -21,7 +21,8 @@ class Step(enum.Enum):
     LEDGER_WRITTEN = "ledger-written"  # ledger row written, not yet committed
     COMMITTED = "committed"  # the transaction committed; the file is still in changes/
     COPIED = "copied"  # copied to processed/, not yet deleted from changes/
-    DELETED = "deleted"  # deleted from changes/: the file is done
+    BATCHED = "batched"  # copied, in a batch delete about to be sent (DeleteObjects)
+    DELETED = "deleted"  # deleted from changes/ (by its batch): the file is done
 
 
 Callback = Callable[[Step, str], None]

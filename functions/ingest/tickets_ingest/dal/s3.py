@@ -1,5 +1,9 @@
 """The bucket: list a dataset's changes/, stream one object, archive or quarantine it.
 
+An archive is a copy to ``processed/`` (one request per file) and a conditional delete from
+``changes/`` that is batched: one DeleteObjects request for up to 1,000 copied files, each
+key conditional on the ETag that was applied (``delete_applied``).
+
 Every call is retried by botocore on SlowDown, 5xx, throttling and broken connections
 (``client_config``: the budget of ``dal/retry.py``); each retry is logged and counted. What
 outlasts those retries becomes ``TransientFault`` naming the key, the operation and the
@@ -17,7 +21,8 @@ import http.client
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
@@ -38,7 +43,13 @@ from tickets_ingest.core.keys import (
     processed_key,
     processed_prefix,
 )
-from tickets_ingest.dal.retry import RetryPolicy, WrappedFault, describe, note_retry
+from tickets_ingest.dal.retry import (
+    RetryPolicy,
+    WrappedFault,
+    describe,
+    note_retry,
+    short_target,
+)
 from tickets_ingest.errors import ObjectChanged, TransientFault
 from tickets_ingest.failpoints import Step, reached
 
@@ -50,6 +61,7 @@ OPERATIONS = {
     "GetObject": "GET",
     "CopyObject": "COPY",
     "DeleteObject": "DELETE",
+    "DeleteObjects": "BATCH-DELETE",
     "ListObjectsV2": "LIST",
     "HeadObject": "HEAD",
     "PutObject": "PUT",
@@ -64,6 +76,8 @@ _TRANSIENT_CODES = {
     "InternalError",
     "ServiceUnavailable",
 }
+# DeleteObjects takes up to this many keys a request.
+DELETE_BATCH_MAX = 1000
 _READ_ERRORS = (
     BotoCoreError,
     urllib3.exceptions.HTTPError,
@@ -74,6 +88,22 @@ _READ_ERRORS = (
 
 class DownloadCut(WrappedFault):
     """An object's body broke off while it was read (``__cause__`` says how)."""
+
+
+# Connections kept for the client's threads: the sync's GETs ahead, copies and batch delete
+# (logic/sync.py::_Pipeline sizes its pools within this), and the thread that applies.
+MAX_POOL_CONNECTIONS = 50
+
+
+@dataclass
+class Deleted:
+    """What one ``delete_applied`` did: keys deleted (or found gone already), keys that a
+    new version has replaced since they were applied (left in changes/, as a conflict for
+    the next run), and keys S3 refused for another reason (code; the next run archives)."""
+
+    deleted: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def client_config(policy: RetryPolicy) -> Config:
@@ -88,6 +118,10 @@ def client_config(policy: RetryPolicy) -> Config:
         connect_timeout=5,
         read_timeout=30,
         tcp_keepalive=True,
+        # The sync's pipeline keeps GETs, copies and a batch delete in flight at once
+        # (logic/sync.py::_Pipeline); botocore's default of 10 would make the rest open a
+        # new connection each (and discard it) instead of reusing one.
+        max_pool_connections=MAX_POOL_CONNECTIONS,
     )
 
 
@@ -156,17 +190,96 @@ class Bucket:
             raise
         return str(response["ETag"]).strip('"')
 
-    def archive(self, dataset: str, key: str, etag: str) -> str:
-        """Move an applied object to ``processed/`` (copy, then delete). Returns the new key."""
-        kept = "the file is committed and stays in changes/ until a run archives it"
-        return self._move(key, etag, processed_key(dataset, file_name(key)), kept)
+    def copy_applied(self, dataset: str, key: str, etag: str) -> bool:
+        """The archive's first step: copy the applied version to ``processed/``. True if
+        the key is still to be deleted from changes/ (``delete_applied``), False if an
+        earlier move did both steps already."""
+        return self._copy(key, etag, processed_key(dataset, file_name(key)), _ARCHIVE_KEPT)
+
+    def delete_applied(self, objects: Sequence[tuple[str, str]]) -> Deleted:
+        """The archive's second step for copied objects: delete them from changes/, up to
+        1,000 keys a request, each only if it still has the ETag that was applied (a version
+        uploaded since was never applied: it stays, and the next run reports a conflict).
+
+        A request that fails for good (past botocore's retries) raises ``TransientFault``;
+        the keys of its batch stay committed-but-not-archived, and the next run archives
+        them. Batches before it are done."""
+        done = Deleted()
+        for start in range(0, len(objects), DELETE_BATCH_MAX):
+            batch = objects[start : start + DELETE_BATCH_MAX]
+            for key, _ in batch:
+                reached(Step.BATCHED, key)
+            errors = self._delete_batch(batch)
+            for key, etag in batch:
+                outcome = self._deleted_or_why(key, etag, errors.get(key))
+                if outcome == "deleted":
+                    done.deleted.append(key)
+                    reached(Step.DELETED, key)
+                elif outcome == "changed":
+                    log.warning("%s was re-uploaded while it was being archived", key)
+                    done.changed.append(key)
+                else:
+                    log.warning("could not delete %s from changes/ yet (%s)", key, outcome)
+                    done.failed[key] = outcome
+        return done
+
+    def _delete_batch(self, batch: Sequence[tuple[str, str]]) -> dict[str, str]:
+        """One DeleteObjects request; the error code of each key that was not deleted."""
+        objects = [{"Key": key, "ETag": f'"{etag}"'} for key, etag in batch]
+        response = self._call(
+            "BATCH-DELETE",
+            batch[0][0],
+            lambda: self.client.delete_objects(
+                Bucket=self.name,
+                # ETag: each key's delete is conditional, like DeleteObject's If-Match.
+                Delete={"Objects": objects, "Quiet": True},  # Quiet: list only the errors
+            ),
+            _ARCHIVE_KEPT,
+        )
+        return {e["Key"]: str(e.get("Code", "")) for e in response.get("Errors", [])}
+
+    def _deleted_or_why(self, key: str, etag: str, code: str | None) -> str:
+        """"deleted", "changed" or the error code of one key of a DeleteObjects reply."""
+        # Gone already is what we wanted (a retried request whose first reply was lost,
+        # or another run): S3 answers NoSuchKey for a conditional delete of a missing key.
+        if code is None or code in {"NoSuchKey", "404"}:
+            return "deleted"
+        if code in {"PreconditionFailed", "412"}:
+            current = self.head_etag(key)
+            if current is None:
+                return "deleted"
+            if current != etag:
+                return "changed"
+        return code  # refused for another reason: the next run archives it
 
     def quarantine(self, key: str, etag: str, target: str) -> str:
         kept = "the file stays in changes/ (maybe copied already); quarantine it again"
-        return self._move(key, etag, target, kept)
+        if not self._copy(key, etag, target, kept):
+            return target
+        try:
+            # IfMatch: a version uploaded between the copy and this delete was never
+            # the one quarantined; it must stay in changes/.
+            self._call(
+                "DELETE",
+                key,
+                lambda: self.client.delete_object(Bucket=self.name, Key=key, IfMatch=f'"{etag}"'),
+                kept,
+            )
+        except ClientError as exc:
+            code = _code(exc)
+            if code in {"PreconditionFailed", "412"} and self.head_etag(key) is not None:
+                raise ObjectChanged(f"{key} was re-uploaded while it was being moved") from None
+            # Gone already is what we wanted: S3 answers 404 for a conditional delete of a
+            # missing key, as when a retried delete follows one whose reply was lost.
+            if code not in {"NoSuchKey", "404", "PreconditionFailed", "412"}:
+                raise
+        reached(Step.DELETED, key)
+        return target
 
-    def _move(self, key: str, etag: str, target: str, kept: str) -> str:
-        """Copy, then delete; ``kept`` says where things stand if a step fails for good."""
+    def _copy(self, key: str, etag: str, target: str, kept: str) -> bool:
+        """Copy exactly version ``etag`` of ``key`` to ``target``; ``kept`` says where
+        things stand if it fails for good. False: the source is gone and the target holds
+        this version already (an earlier move did both steps): nothing left to delete."""
         try:
             # CopySourceIfMatch: archive exactly the version that was applied, never a
             # re-upload that landed since.
@@ -189,31 +302,12 @@ class Bucket:
             if _code(exc) in {"PreconditionFailed", "412"}:
                 raise ObjectChanged(f"{key} was re-uploaded after it was applied") from None
             if _code(exc) in {"NoSuchKey", "404"} and self.head_etag(target) == etag:
-                # The source is gone and the target holds this very version: an earlier
-                # move did both steps (a retry whose first reply was lost, or another run).
+                # A retry whose first reply was lost, or another run, moved it already.
                 log.info("%s is already in %s", key, target)
-                return target
+                return False
             raise
         reached(Step.COPIED, key)
-        try:
-            # IfMatch: a version uploaded between the copy and this delete was never
-            # applied; it must stay in changes/ (the next run reports it as a conflict).
-            self._call(
-                "DELETE",
-                key,
-                lambda: self.client.delete_object(Bucket=self.name, Key=key, IfMatch=f'"{etag}"'),
-                kept,
-            )
-        except ClientError as exc:
-            code = _code(exc)
-            if code in {"PreconditionFailed", "412"} and self.head_etag(key) is not None:
-                raise ObjectChanged(f"{key} was re-uploaded while it was being archived") from None
-            # Gone already is what we wanted: S3 answers 404 for a conditional delete of a
-            # missing key, as when a retried delete follows one whose reply was lost.
-            if code not in {"NoSuchKey", "404", "PreconditionFailed", "412"}:
-                raise
-        reached(Step.DELETED, key)
-        return target
+        return True
 
     def _call(
         self,
@@ -239,6 +333,9 @@ class Bucket:
                 cause=describe(exc),
                 outcome=outcome,
             ) from exc
+
+
+_ARCHIVE_KEPT = "the file is committed and stays in changes/ until a run archives it"
 
 
 class _Body:
@@ -297,6 +394,9 @@ def _note_target(params: dict[str, Any], context: dict[str, Any], **_: Any) -> N
         key = unquote(source.split("?", 1)[0]).split("/", 1)[-1]
     else:
         key = None
+    batch = params.get("Delete", {}).get("Objects") if isinstance(params.get("Delete"), dict) else None
+    if batch:  # DeleteObjects: its first key, and how many follow
+        key = f"{batch[0]['Key']} (and {len(batch) - 1} more)" if len(batch) > 1 else batch[0]["Key"]
     context["tickets_target"] = key or params.get("Key") or params.get("Prefix") or ""
 
 

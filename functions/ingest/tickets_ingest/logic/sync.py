@@ -24,7 +24,7 @@ from tickets_ingest.dal import ledger, pauses
 from tickets_ingest.dal.db import DatabaseError, InterfaceError
 from tickets_ingest.dal.lease import DatasetLock
 from tickets_ingest.dal.retry import connection_lost
-from tickets_ingest.dal.s3 import DownloadCut
+from tickets_ingest.dal.s3 import DELETE_BATCH_MAX, MAX_POOL_CONNECTIONS, DownloadCut
 from tickets_ingest.errors import DatasetPaused, FileRejected, ObjectChanged, TransientFault
 from tickets_ingest.failpoints import Step, reached
 from tickets_ingest.logic.apply import ApplyContext, apply_file
@@ -352,15 +352,26 @@ class _Session:
 class _Pipeline:
     """Keeps S3 round trips off the critical path without weakening order or safety.
 
-    The archive move of a committed file runs in the background while the next file
-    applies (it is only ever submitted after its commit), and the GETs of the next few
-    small files start while the current one is copied and committed. Applies stay
-    strictly sequential; a GET only opens the response, the body is read when applied.
+    The GETs of the next small files start while the current one applies (``PREFETCH_DEPTH``
+    ahead, on their own threads, so a backlog of copies never delays them); a GET only
+    opens the response, the body is read when applied. The archive of a committed file is
+    a copy in the background (it is only ever submitted after its commit), and the deletes
+    from changes/ go in batches, in commit order, each batch once all its copies are done:
+    a file leaves changes/ only after its commit AND its copy. A batch is sent when
+    ``DELETE_BATCH`` files are in it, and the last one when the pipeline closes: at the end
+    of the sync, before the lock is let go, also when the run stops early (the time budget)
+    or fails. Applies stay strictly sequential.
     """
 
     PREFETCH_BELOW = 8 * 1024 * 1024  # a large file's COPY is long; don't hold a GET idle
-    PREFETCH_DEPTH = 3  # GETs in flight ahead of the file being applied
-    WORKERS = 6
+    # GETs in flight ahead of the file being applied: with 30 ms a request and ~5 ms of
+    # database work a file, six are needed to keep up; the rest is headroom.
+    PREFETCH_DEPTH = 12
+    COPY_WORKERS = 16  # copies in flight: ~30 ms each against a few ms of apply per file
+    DELETE_BATCH = DELETE_BATCH_MAX
+    # One connection each for the GETs held open, the copies, the batch delete, the
+    # applying thread: botocore's pool must have room for them all.
+    assert PREFETCH_DEPTH + 1 + COPY_WORKERS + 2 <= MAX_POOL_CONNECTIONS
 
     def __init__(
         self, runtime: Runtime, dataset: str, files: tuple[PlannedFile, ...], report: SyncReport
@@ -369,8 +380,12 @@ class _Pipeline:
         self._dataset = dataset
         self._files = files
         self._report = report
-        self._pool = ThreadPoolExecutor(self.WORKERS, thread_name_prefix="tickets-s3")
-        self._archives: list[Future[None]] = []
+        self._gets = ThreadPoolExecutor(self.PREFETCH_DEPTH, thread_name_prefix="tickets-get")
+        self._copies = ThreadPoolExecutor(self.COPY_WORKERS, thread_name_prefix="tickets-copy")
+        # One thread: batches go one after the other, in commit order.
+        self._deletes = ThreadPoolExecutor(1, thread_name_prefix="tickets-delete")
+        self._background: list[Future[Any]] = []
+        self._batch: list[tuple[StreamObject, FileResult | None, Future[bool]]] = []
         self._prefetched: dict[int, Future[Any]] = {}
         self._lock = threading.Lock()
 
@@ -379,10 +394,19 @@ class _Pipeline:
 
     def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
         self._discard_prefetch()
-        self._pool.shutdown(wait=True)
-        self._report.archived.sort()
+        self._gets.shutdown(wait=True)
+        try:
+            self._send_batch()  # what was copied leaves changes/ now, whatever stopped us
+        finally:
+            self._copies.shutdown(wait=True)
+            self._deletes.shutdown(wait=True)
+            self._report.archived.sort()
         if error is None:
             self.raise_if_crashed()
+        else:
+            for future in self._background:  # the error already raised comes first
+                if future.exception() is not None:
+                    log.warning("background archive step failed too: %s", future.exception())
 
     def body(self, index: int) -> Any:
         planned = self._files[index].obj
@@ -397,29 +421,65 @@ class _Pipeline:
             if upcoming.size >= self.PREFETCH_BELOW or planned.size >= self.PREFETCH_BELOW:
                 break
             if ahead not in self._prefetched:
-                self._prefetched[ahead] = self._pool.submit(
+                self._prefetched[ahead] = self._gets.submit(
                     self._bucket.open, upcoming.key, upcoming.etag
                 )
         return body
 
     def archive(self, obj: StreamObject, result: FileResult | None = None) -> None:
-        self._archives.append(self._pool.submit(self._archive, obj, result))
+        """Copy ``obj`` (committed) to processed/ now; delete it from changes/ with its batch."""
+        copied = self._copies.submit(self._copy, obj, result)
+        self._background.append(copied)
+        self._batch.append((obj, result, copied))
+        if len(self._batch) >= self.DELETE_BATCH:
+            self._send_batch()
 
-    def _archive(self, obj: StreamObject, result: FileResult | None) -> None:
+    def _copy(self, obj: StreamObject, result: FileResult | None) -> bool:
+        """True: copied, to be deleted with its batch. False: nothing more to do now."""
         try:
-            self._bucket.archive(self._dataset, obj.key, obj.etag)
-        except (ClientError, BotoCoreError, ObjectChanged, TransientFault) as exc:
+            still_there = self._bucket.copy_applied(self._dataset, obj.key, obj.etag)
+        except _ARCHIVE_ERRORS as exc:
             # Committed already: the next run sees the ledger row and only archives.
             log.warning("could not archive %s yet (%s); the next run will", obj.key, exc)
+            return False
+        if not still_there:  # an earlier move did both steps
+            self._archived(obj, result)
+        return still_there
+
+    def _send_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            self._background.append(self._deletes.submit(self._delete, batch))
+
+    def _delete(self, batch: list[tuple[StreamObject, FileResult | None, Future[bool]]]) -> None:
+        copied = [(obj, result) for obj, result, done in batch if _succeeded(done)]
+        if not copied:
             return
+        try:
+            outcome = self._bucket.delete_applied([(obj.key, obj.etag) for obj, _ in copied])
+        except _ARCHIVE_ERRORS as exc:
+            # Committed and copied: the next run sees the ledger rows and only archives.
+            log.warning(
+                "could not delete %d archived file(s) from changes/ yet (%s); the next run "
+                "will",
+                len(copied),
+                exc,
+            )
+            return
+        deleted = set(outcome.deleted)
+        for obj, result in copied:
+            if obj.key in deleted:
+                self._archived(obj, result)
+
+    def _archived(self, obj: StreamObject, result: FileResult | None) -> None:
         with self._lock:
             self._report.archived.append(obj.key)
         if result is not None:
             result.archived = True
 
     def raise_if_crashed(self) -> None:
-        """Anything but an S3 error in a background move stops the run, as in the foreground."""
-        for future in self._archives:
+        """Anything but an S3 error in a background step stops the run, as in the foreground."""
+        for future in self._background:
             if future.done() and future.exception() is not None:
                 raise future.exception()  # type: ignore[misc]
 
@@ -430,6 +490,14 @@ class _Pipeline:
                 future.result().close()
             except Exception:  # an unused prefetch may fail in any way; it does not matter
                 log.debug("discarded prefetch failed", exc_info=True)
+
+
+_ARCHIVE_ERRORS = (ClientError, BotoCoreError, ObjectChanged, TransientFault)
+
+
+def _succeeded(copied: Future[bool]) -> bool:
+    """The copy went through and the key is still to be deleted (waits for the copy)."""
+    return copied.exception() is None and copied.result()
 
 
 def _log_applied(export_type: ExportType, result: FileResult) -> None:
