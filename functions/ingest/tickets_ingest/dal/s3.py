@@ -43,13 +43,7 @@ from tickets_ingest.core.keys import (
     processed_key,
     processed_prefix,
 )
-from tickets_ingest.dal.retry import (
-    RetryPolicy,
-    WrappedFault,
-    describe,
-    note_retry,
-    short_target,
-)
+from tickets_ingest.dal.retry import RetryPolicy, WrappedFault, describe, note_retry
 from tickets_ingest.errors import ObjectChanged, TransientFault
 from tickets_ingest.failpoints import Step, reached
 
@@ -228,7 +222,7 @@ class Bucket:
         objects = [{"Key": key, "ETag": f'"{etag}"'} for key, etag in batch]
         response = self._call(
             "BATCH-DELETE",
-            batch[0][0],
+            _batch_target([key for key, _ in batch]),
             lambda: self.client.delete_objects(
                 Bucket=self.name,
                 # ETag: each key's delete is conditional, like DeleteObject's If-Match.
@@ -239,7 +233,7 @@ class Bucket:
         return {e["Key"]: str(e.get("Code", "")) for e in response.get("Errors", [])}
 
     def _deleted_or_why(self, key: str, etag: str, code: str | None) -> str:
-        """"deleted", "changed" or the error code of one key of a DeleteObjects reply."""
+        """One key of a DeleteObjects reply: "deleted", "changed" or the error code."""
         # Gone already is what we wanted (a retried request whose first reply was lost,
         # or another run): S3 answers NoSuchKey for a conditional delete of a missing key.
         if code is None or code in {"NoSuchKey", "404"}:
@@ -394,10 +388,15 @@ def _note_target(params: dict[str, Any], context: dict[str, Any], **_: Any) -> N
         key = unquote(source.split("?", 1)[0]).split("/", 1)[-1]
     else:
         key = None
-    batch = params.get("Delete", {}).get("Objects") if isinstance(params.get("Delete"), dict) else None
-    if batch:  # DeleteObjects: its first key, and how many follow
-        key = f"{batch[0]['Key']} (and {len(batch) - 1} more)" if len(batch) > 1 else batch[0]["Key"]
+    delete = params.get("Delete")
+    if isinstance(delete, dict) and delete.get("Objects"):  # DeleteObjects
+        key = _batch_target([str(o.get("Key", "")) for o in delete["Objects"]])
     context["tickets_target"] = key or params.get("Key") or params.get("Prefix") or ""
+
+
+def _batch_target(keys: Sequence[str]) -> str:
+    """What a DeleteObjects request is about: its first key, and how many more."""
+    return f"{keys[0]} (and {len(keys) - 1} more)" if len(keys) > 1 else keys[0]
 
 
 def _note_fault(

@@ -460,8 +460,7 @@ class _Pipeline:
         except _ARCHIVE_ERRORS as exc:
             # Committed and copied: the next run sees the ledger rows and only archives.
             log.warning(
-                "could not delete %d archived file(s) from changes/ yet (%s); the next run "
-                "will",
+                "could not delete %d archived file(s) from changes/ yet (%s); the next run will",
                 len(copied),
                 exc,
             )
