@@ -78,7 +78,7 @@ def start_aws(region: str = "eu-west-1", *, own_process: bool = False, port: int
     """
     if own_process:
         return _start_in_own_process(region)
-    _honour_copy_source_if_match()
+    honour_conditions()
     from moto.server import ThreadedMotoServer  # noqa: PLC0415 (slow import, see module doc)
 
     # werkzeug logs every request at INFO to stderr unless its logger is configured.
@@ -128,7 +128,8 @@ def _start_in_own_process(region: str) -> LocalAws:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        # This module's __main__: moto's server with the same patches as in-process.
+        [sys.executable, "-m", "tickets_devkit.emulator", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -152,17 +153,25 @@ def _start_in_own_process(region: str) -> LocalAws:
 _PATCHED = False
 
 
+def honour_conditions() -> None:
+    """Make moto honour the conditions S3 honours and the engine relies on (once per
+    process; every moto server and ``mock_aws`` of this process then does)."""
+    global _PATCHED  # noqa: PLW0603 - patch once per process
+    if _PATCHED:
+        return
+    _honour_copy_source_if_match()
+    _honour_delete_objects_etag()
+    _PATCHED = True
+
+
 def _honour_copy_source_if_match() -> None:
     """Make moto refuse a conditional copy whose source changed, as S3 does.
 
     moto 5.2 ignores ``x-amz-copy-source-if-match``: an archive move would copy whatever is
     under the key now (a re-upload never applied) and report success, where S3 answers 412
     PreconditionFailed, which the engine relies on. GetObject's and DeleteObject's If-Match
-    are honoured by moto already. Applies to servers in this process.
+    are honoured by moto already.
     """
-    global _PATCHED  # noqa: PLW0603 - patch once per process
-    if _PATCHED:
-        return
     from urllib.parse import unquote, urlparse  # noqa: PLC0415
 
     from moto.s3.exceptions import PreconditionFailed  # noqa: PLC0415
@@ -181,4 +190,69 @@ def _honour_copy_source_if_match() -> None:
         return original(self)
 
     S3Response.copy_object = copy_object  # type: ignore[method-assign]
-    _PATCHED = True
+
+
+_PRECONDITION_FAILED = "At least one of the pre-conditions you specified did not hold"
+
+
+def _honour_delete_objects_etag() -> None:
+    """Make moto's DeleteObjects honour each object's ``ETag`` condition, as S3 does.
+
+    moto 5.2 ignores it and deletes whatever is under the key, where S3 (conditional
+    deletes, 2024) keeps an object whose ETag differs and lists its key under ``Errors``
+    with ``PreconditionFailed``; the archive's batch delete relies on that to leave a
+    version uploaded since it was applied in changes/. A key that does not exist is
+    reported as deleted, with or without a condition (S3's DeleteObjects reference), which
+    moto does already. The refused keys are taken out of the request before moto sees it,
+    and added to its reply's errors.
+    """
+    import xmltodict  # type: ignore[import-untyped]  # noqa: PLC0415 (moto's dependency)
+    from moto.core.responses import ActionResult  # noqa: PLC0415
+    from moto.s3.responses import S3Response  # noqa: PLC0415
+
+    original = S3Response._bucket_response_delete_keys
+
+    def delete_keys(self: Any, bucket_name: str, authenticated: bool = True) -> Any:
+        request = xmltodict.parse(self.body, strip_whitespace=False)
+        objects = request["Delete"].get("Object", [])
+        objects = objects if isinstance(objects, list) else [objects]
+        kept, refused = [], []
+        for obj in objects:
+            wanted = str(obj.get("ETag") or "").strip('"') if authenticated else ""
+            current = self.backend.get_object(bucket_name, obj["Key"]) if wanted else None
+            if current is not None and current.etag.strip('"') != wanted:
+                refused.append(obj["Key"])
+            else:
+                kept.append(obj)
+        if not refused:
+            return original(self, bucket_name, authenticated)
+        errors = [
+            {"Key": k, "Code": "PreconditionFailed", "Message": _PRECONDITION_FAILED}
+            for k in refused
+        ]
+        if not kept:  # moto refuses a request with no object as malformed
+            self.data["Action"] = "DeleteObjects"
+            return self.serialized(ActionResult({"Deleted": [], "Errors": errors}))
+        request["Delete"]["Object"] = kept
+        self.body = xmltodict.unparse(request)
+        serialized = self.serialized
+
+        def with_refused(result: Any) -> Any:
+            reply = result.result
+            reply["Errors"] = [*reply.get("Errors", []), *errors]
+            return serialized(result)
+
+        self.serialized = with_refused  # this request's response object only
+        try:
+            return original(self, bucket_name, authenticated)
+        finally:
+            del self.serialized
+
+    S3Response._bucket_response_delete_keys = delete_keys  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":  # ``start_aws(own_process=True)``: moto's server, patched
+    honour_conditions()
+    from moto.server import main
+
+    main(sys.argv[1:])
