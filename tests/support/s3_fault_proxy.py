@@ -13,10 +13,11 @@ through here; each request may meet one fault:
 Whether a request meets a fault is decided from the seed, the operation, the path and
 how many times that same request was seen, never from arrival order, so a run with
 background threads meets the same faults each time. Faults are chosen per operation
-(GetObject, CopyObject, DeleteObject, ListObjectsV2, HeadObject, PutObject) and optionally
-per key substring. The proxy listens on 127.0.0.1 only, forwards only to a loopback
-upstream, injects at most ``max_faults`` faults, and shuts itself down after ``lifetime``
-seconds if the test never stops it.
+(GetObject, CopyObject, DeleteObject, DeleteObjects, ListObjectsV2, HeadObject, PutObject)
+and optionally per key substring (a DeleteObjects request is about every key it lists).
+The proxy listens on 127.0.0.1 only, forwards only to a loopback upstream, injects at most
+``max_faults`` faults, and shuts itself down after ``lifetime`` seconds if the test never
+stops it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import parse_qs, unquote, urlsplit
+from xml.etree import ElementTree
 
 KINDS = ("slowdown", "reset", "drop", "cut")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -81,11 +83,16 @@ class Injected:
         return sum(self.faults.values())
 
 
-def classify(method: str, path: str, query: str, headers: dict[str, str]) -> tuple[str, str]:
-    """(S3 operation, object key or prefix) of a path-style request."""
+def classify(
+    method: str, path: str, query: str, headers: dict[str, str], body: bytes = b""
+) -> tuple[str, str]:
+    """(S3 operation, object key or prefix) of a path-style request; for a DeleteObjects
+    (``POST /bucket?delete``), the keys its body lists, one a line."""
     parts = unquote(path).lstrip("/").split("/", 1)
     key = parts[1] if len(parts) > 1 else ""
     params = parse_qs(query, keep_blank_values=True)
+    if method == "POST" and not key and "delete" in params:
+        return "DeleteObjects", "\n".join(_listed_keys(body))
     if method == "GET" and not key:
         prefix = params.get("prefix", [""])[0]
         return ("ListObjectsV2" if "list-type" in params else "ListObjects"), prefix
@@ -100,6 +107,15 @@ def classify(method: str, path: str, query: str, headers: dict[str, str]) -> tup
     if method == "DELETE":
         return "DeleteObject", key
     return method, key
+
+
+def _listed_keys(body: bytes) -> list[str]:
+    """The keys of a DeleteObjects request body (``<Delete><Object><Key>...``)."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return []
+    return [e.text or "" for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Key"]
 
 
 class S3FaultProxy:
@@ -215,7 +231,7 @@ def _handler_for(proxy: S3FaultProxy) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             url = urlsplit(self.path)
             headers = {k.lower(): v for k, v in self.headers.items()}
-            operation, key = classify(self.command, url.path, url.query, headers)
+            operation, key = classify(self.command, url.path, url.query, headers, body)
             fault = proxy.decide(self.command, operation, key)
             if fault == "slowdown":
                 self._reply(503, [("Content-Type", "application/xml")], _SLOWDOWN)
