@@ -112,6 +112,12 @@ def test_a_flaky_s3_stream_converges_in_one_run(
     assert retries.get("GET", 0) >= injected.faults["cut"]
     assert injected.faults["reset"] >= 1
     assert sum(retries.values()) == injected.total()  # each fault met one retry, no more
+    # Requests: a GET and a COPY per file (and their retries), one batch delete for the
+    # whole stream, never a single delete, one LIST.
+    assert injected.requests["DeleteObject"] == 0
+    assert injected.requests["DeleteObjects"] == 1 + retries.get("BATCH-DELETE", 0)
+    assert injected.requests["CopyObject"] == len(files) + retries.get("COPY", 0)
+    assert injected.requests["ListObjectsV2"] == 1 + retries.get("LIST", 0)
     with capsys.disabled():
         print(
             f"\none run through a flaky S3: {len(files)} files, {sum(injected.requests.values())} "
@@ -121,30 +127,38 @@ def test_a_flaky_s3_stream_converges_in_one_run(
 
 
 def test_a_lost_copy_or_delete_reply_is_a_move_done(env: Env) -> None:
-    """The copy and the delete happened; only their replies were lost: the retries find
-    the target copied / the source gone, and take that as done."""
+    """The copies and the batch delete happened; only their replies were lost: the retries
+    find each target copied / the sources gone (reported deleted), and take that as done."""
     files = faults.small_stream()
     etags = faults.upload(env, files)
-    drops = [Fault("drop", 1.0, "CopyObject", first=1), Fault("drop", 1.0, "DeleteObject", first=1)]
+    drops = [
+        Fault("drop", 1.0, "CopyObject", first=1),
+        Fault("drop", 1.0, "DeleteObjects", first=1),
+    ]
     with S3FaultProxy(env.aws.endpoint_url, drops, seed=1) as proxy:
         through_proxy(env, proxy)
         report = sync(env.runtime(), DATASET)
         assert proxy.injected.by_operation == {
             ("drop", "CopyObject"): len(files),
-            ("drop", "DeleteObject"): len(files),
+            ("drop", "DeleteObjects"): 1,  # one batch for the whole stream
         }
+        assert proxy.injected.requests["DeleteObject"] == 0
     assert report.ok and sorted(report.archived) == [f.key for f in files]
     faults.assert_converged(env, files, etags)
 
 
 def test_archiving_again_what_is_already_archived_succeeds(env: Env) -> None:
     """A retried copy that finds its source gone and the target holding the applied
-    version (an earlier try did both steps) is a move done, not an error."""
+    version (an earlier try did both steps) is a move done, not an error; a retried batch
+    delete finds the key gone: deleted."""
     [baseline] = faults.small_stream()[:1]
     etag = env.put(baseline.key, baseline.body)
     bucket = env.runtime().bucket
-    target = bucket.archive(DATASET, baseline.key, etag)
-    assert bucket.archive(DATASET, baseline.key, etag) == target
+    assert bucket.copy_applied(DATASET, baseline.key, etag)  # copied: now delete it
+    assert bucket.delete_applied([(baseline.key, etag)]).deleted == [baseline.key]
+    assert not bucket.copy_applied(DATASET, baseline.key, etag)  # moved already
+    again = bucket.delete_applied([(baseline.key, etag)])
+    assert (again.deleted, again.changed, again.failed) == ([baseline.key], [], {})
     assert env.list_keys(f"automations/{DATASET}/") == [
         processed_key(DATASET, file_name(baseline.key))
     ]
@@ -266,12 +280,27 @@ def test_the_proxy_decides_from_the_seed_and_the_request_not_the_order(env: Env)
         ("PUT", "/tickets/k", "", {"x-amz-copy-source": "tickets/a"}, "CopyObject"),
         ("PUT", "/tickets/k", "", {}, "PutObject"),
         ("DELETE", "/tickets/k", "", {}, "DeleteObject"),
+        ("POST", "/tickets", "delete=", {}, "DeleteObjects"),
     ],
 )
 def test_the_proxy_tells_the_operations_apart(
     method: str, path: str, query: str, headers: dict[str, str], expected: str
 ) -> None:
     assert classify(method, path, query, headers)[0] == expected
+
+
+def test_the_proxy_names_the_keys_of_a_delete_objects() -> None:
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?>'
+        b'<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        b'<Object><Key>automations/inc/changes/a.csv</Key><ETag>"e1"</ETag></Object>'
+        b'<Object><Key>automations/inc/changes/b.csv</Key><ETag>"e2"</ETag></Object>'
+        b"<Quiet>true</Quiet></Delete>"
+    )
+    assert classify("POST", "/tickets", "delete=", {}, body) == (
+        "DeleteObjects",
+        "automations/inc/changes/a.csv\nautomations/inc/changes/b.csv",
+    )
 
 
 def test_the_proxy_forwards_to_loopback_only() -> None:
