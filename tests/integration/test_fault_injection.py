@@ -11,8 +11,8 @@ all of it; each scenario injects one kind of failure into a small generated stre
 2. a killed process (``os._exit(137)`` via ``TICKETS_FAILPOINT``) at every step, middle file;
 3. the database connection dropped mid-COPY, between files, after a COMMIT (its reply
    lost), and while a runtime is idle: reconnected, and the same run goes on;
-4. S3 503 SlowDown / 500 InternalError on GetObject, CopyObject, DeleteObject and
-   ListObjectsV2: absorbed by the client's retries, or outlasting them;
+4. S3 503 SlowDown / 500 InternalError on GetObject, CopyObject, DeleteObjects (the batch
+   delete) and ListObjectsV2: absorbed by the client's retries, or outlasting them;
 5. the Lambda time budget running out between files, continued through the queue;
 6. the same event delivered twice, and syncs racing each other.
 """
@@ -64,11 +64,15 @@ def stream(env: Env) -> tuple[list[StreamFile], dict[str, str]]:
 def _committed_after_crash(step: Step, index: int) -> tuple[int, int]:
     """How many files may be committed when a crash hits ``step`` of file ``index``.
 
-    Before the commit: the files before it. At COMMITTED: through it. COPIED and DELETED
-    happen in the background move, which overlaps the next file's apply: that file (and,
-    with an exception rather than a kill, later ones) may commit before the crash lands.
+    Before the commit: the files before it. At COMMITTED: through it. COPIED happens in
+    the background copy, which overlaps the next file's apply: that file (and, with an
+    exception rather than a kill, later ones) may commit before the crash lands. BATCHED
+    and DELETED come with the batch delete, sent once the last file committed (a stream
+    this small is one batch): every file is committed by then.
     """
-    if step in (Step.COPIED, Step.DELETED):
+    if step in (Step.BATCHED, Step.DELETED):
+        return len(FILES), len(FILES)
+    if step is Step.COPIED:
         return index + 1, len(FILES)
     if step is Step.COMMITTED:
         return index + 1, index + 1
@@ -220,7 +224,7 @@ def test_dropped_database_connection_is_reconnected_and_the_run_goes_on(
 
 # dal/retry.py + dal/s3.py: RETRY_ATTEMPTS (5) tries of each request, botocore standard mode.
 ATTEMPTS = 5
-OPERATIONS = ["GetObject", "CopyObject", "DeleteObject", "ListObjectsV2"]
+OPERATIONS = ["GetObject", "CopyObject", "DeleteObjects", "ListObjectsV2"]
 # Absorbed: fewer failures than the budget, on the production client: botocore backs off
 # (full jitter, ~0.5 s, then ~1 s expected).
 ABSORBED = [(op, 500, 2, "") for op in OPERATIONS] + [("CopyObject", 503, 1, "last")]
@@ -272,8 +276,10 @@ def test_s3_errors_outlasting_the_retries_then_rerun_converges(
     middle = files[POSITIONS["middle"]]
     env.set(RETRY_ATTEMPTS=str(SHORT_BUDGET))
     runtime = env.runtime()
-    # Fail every attempt of one call: the listing, or the call for the middle file.
-    part = "" if operation == "ListObjectsV2" else _file("middle")
+    # Fail every attempt of one call: the listing, the batch delete (its URL names no
+    # file), or the call for the middle file.
+    whole = operation in ("ListObjectsV2", "DeleteObjects")
+    part = "" if whole else _file("middle")
     hook = faults.fail_first(runtime, operation, SHORT_BUDGET, status, url_part=part)
 
     if operation in ("GetObject", "ListObjectsV2"):
@@ -283,11 +289,13 @@ def test_s3_errors_outlasting_the_retries_then_rerun_converges(
         committed = 0 if operation == "ListObjectsV2" else POSITIONS["middle"]
         faults.assert_applied_prefix(env, files, committed)
     else:
-        # A failed archive never fails the run: the file is committed; the next run moves it.
+        # A failed archive never fails the run: the files are committed; the next run
+        # moves them. A failed copy leaves its file; a failed batch delete, all of its batch.
         report = sync(runtime, DATASET)
         assert report.ok and len(report.applied) == len(files)
-        assert middle.key not in report.archived
-        assert middle.key in env.list_keys(faults.CHANGES)
+        left = [f.key for f in files] if whole else [middle.key]
+        assert set(left).isdisjoint(report.archived)
+        assert env.list_keys(faults.CHANGES) == left
     assert hook.failed == SHORT_BUDGET
 
     reports = faults.sync_until_idle(lambda: runtime)
@@ -530,11 +538,11 @@ SCENARIOS = (
     + [f"race:{s}" for s in RACES]
 )
 CRASH_POINTS = sorted({(s.value, p) for s, p in CRASHES + KILLS})
-EXPECTED_SCENARIOS = 24 + 8 + 5 + 5 + 4 + 3 + 2 + 3
+EXPECTED_SCENARIOS = 27 + 9 + 5 + 5 + 4 + 3 + 2 + 3
 
 
 def test_scenario_count() -> None:
-    """fault injection: 54 scenarios, 24 crash points (8 step boundaries x first, middle and
+    """fault injection: 58 scenarios, 27 crash points (9 step boundaries x first, middle and
     last file; the middle ones both raised in-process and killed with os._exit)."""
     assert len(SCENARIOS) == len(set(SCENARIOS)) == EXPECTED_SCENARIOS
     assert len(CRASH_POINTS) == len(STEPS) * len(POSITIONS)
