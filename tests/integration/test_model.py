@@ -118,7 +118,7 @@ class Trigger:
 triggers = st.builds(
     Trigger,
     file=st.integers(-1, 6),
-    step=st.integers(0, 6),
+    step=st.integers(0, 7),  # an applied file's 5 main steps and 3 archive steps
     action=st.sampled_from(ACTIONS),
     pick=st.integers(0, 50),
 )
@@ -322,7 +322,7 @@ class StreamMachine(RuleBasedStateMachine):
     @rule(
         which=st.integers(0, 1),
         file=st.integers(-1, 6),
-        step=st.integers(0, 6),
+        step=st.integers(0, 7),
         rows=file_rows(),
     )
     def crashing_event(self, which: int, file: int, step: int, rows: tuple[RowSpec, ...]) -> None:
@@ -473,8 +473,10 @@ class StreamMachine(RuleBasedStateMachine):
         for step, key in in_background:
             if (Step.COMMITTED, key) in order:
                 assert order.index((Step.COMMITTED, key)) < order.index((step, key))
-            if step is Step.DELETED:
+            if step is Step.BATCHED:
                 assert order.index((Step.COPIED, key)) < order.index((step, key))
+            if step is Step.DELETED:
+                assert order.index((Step.BATCHED, key)) < order.index((step, key))
         assert outcome == expected_outcome
         if report is not None:
             assert plan_of(report.plan) == (
@@ -591,3 +593,15 @@ def test_reupload_between_archive_copy_and_delete_is_not_lost(machine_world: Env
     copied = Trigger(file=0, step=5, action="put_current", pick=0)  # at COPIED
     state.disturbed_event(which=0, trigger=copied, rows=(RowSpec("INC1"),))
     state.world_equals_model()
+
+
+def test_reupload_before_the_batch_delete_is_not_lost(machine_world: Env) -> None:
+    """The same with the batch delete: a new version lands after the copy, just before the
+    DeleteObjects goes; its per-key ETag condition keeps the new version in changes/."""
+    state = StreamMachine()
+    state.upload_baseline(rows=(RowSpec("INC1"),))
+    state.world_equals_model()
+    batched = Trigger(file=0, step=6, action="put_current", pick=0)  # at BATCHED
+    state.disturbed_event(which=0, trigger=batched, rows=(RowSpec("INC1"),))
+    state.world_equals_model()
+    assert state.model.conflicts() == [state.model.ledger[0].key]

@@ -202,8 +202,9 @@ class ModelObjectChanged(Exception):
     """The model's ``ObjectChanged``: a planned object changed before it was read."""
 
 
-# Step boundaries reached by the thread that applies files, in order; the archive moves
-# (COPIED, DELETED) run in the background, overlapping the next file.
+# Step boundaries reached by the thread that applies files, in order; the archive runs in
+# the background: each file's copy (COPIED) overlaps the next file, and the copied files
+# leave changes/ in one batch delete (BATCHED, DELETED) when the sync ends.
 MAIN_STEPS = (
     Step.LISTED,
     Step.BODY_OPENED,
@@ -212,7 +213,9 @@ MAIN_STEPS = (
     Step.LEDGER_WRITTEN,
     Step.COMMITTED,
 )
-ARCHIVE_STEPS = (Step.COPIED, Step.DELETED)
+ARCHIVE_STEPS = (Step.COPIED, Step.BATCHED, Step.DELETED)
+# Copied files a batch delete takes at most (a DeleteObjects' limit; logic/sync.py too).
+DELETE_BATCH = 1000
 
 
 @dataclass
@@ -356,15 +359,17 @@ class Model:
         """What one sync does.
 
         ``hook`` sees every step boundary and may raise (a crash) or act on the model (an
-        upload landing mid-sync). ``budget``: how many files the sync may start. Archive
-        moves are background work: an exception raised in one does not stop the files
-        being applied; it surfaces when the applying thread next looks, before starting
-        file number ``detect_at`` (when it looks is timing: the caller says what happened),
-        or at the end. ``outcome`` (optional) is filled in as the sync goes, so a caller
-        sees the steps reached even when the sync raises.
+        upload landing mid-sync). ``budget``: how many files the sync may start. The
+        archive is background work: an exception raised in a copy or the batch delete does
+        not stop the files being applied; it surfaces when the applying thread next looks,
+        before starting file number ``detect_at`` (when it looks is timing: the caller says
+        what happened), or at the end. The batch delete of what was copied goes whatever
+        ends the sync (the end, the time budget, an error). ``outcome`` (optional) is filled
+        in as the sync goes, so a caller sees the steps reached even when the sync raises.
         """
         out = outcome if outcome is not None else SyncOutcome()
         background: list[Exception] = []
+        batch: list[tuple[str, str]] = []  # copied, to leave changes/ with the next batch
 
         def reach(step: Step, key: str) -> None:
             out.events.append((step, key))
@@ -372,59 +377,84 @@ class Model:
 
         def archive(key: str, etag: str) -> None:
             try:
-                if self._archive(key, etag, reach):
-                    out.archived.append(key)
-            except Exception as exc:  # the background move failed; the run goes on
+                if self._copy(key, etag, reach):
+                    batch.append((key, etag))
+            except Exception as exc:  # the background copy failed; the run goes on
+                background.append(exc)
+            if len(batch) >= DELETE_BATCH:
+                send_batch()
+
+        def send_batch() -> None:
+            sent = list(batch)
+            batch.clear()
+            if not sent:
+                return
+            try:
+                out.archived.extend(self._delete_batch(sent, reach))
+            except Exception as exc:  # the background delete failed; the run goes on
                 background.append(exc)
 
         plan = self.plan()
         reach(Step.LISTED, DATASET)
-        if not dry_run:
-            for key, etag in plan.to_archive:
-                archive(key, etag)
         watermark = plan.watermark
-        for started, (key, etag, export_type) in enumerate(plan.to_apply):
-            if background and detect_at is not None and started >= detect_at:
-                raise background[0]
-            if budget is not None and started >= budget:
-                out.stopped_early = True
-                break
-            obj = self.changes.get(key)
-            if obj is None or obj.etag != etag:
-                raise ModelObjectChanged(key)
-            file = obj.file  # read by the GET: what lands later does not matter
-            reach(Step.BODY_OPENED, key)
-            after = watermark if export_type == LATE else key
-            reach(Step.STAGED, key)
-            table, counts = fold_file(self.table, file, key)
-            reach(Step.UPSERTED, key)
-            reach(Step.LEDGER_WRITTEN, key)
-            out.applied.append((key, export_type, counts))
-            if dry_run:
-                continue
-            self.table = table  # the commit
-            self.ledger.append(LedgerEntry(key, etag, export_type, after, counts))
-            reach(Step.COMMITTED, key)
-            watermark = after
-            archive(key, etag)  # only ever after the commit
+        try:
+            if not dry_run:
+                for key, etag in plan.to_archive:
+                    archive(key, etag)
+            for started, (key, etag, export_type) in enumerate(plan.to_apply):
+                if background and detect_at is not None and started >= detect_at:
+                    raise background[0]
+                if budget is not None and started >= budget:
+                    out.stopped_early = True
+                    break
+                obj = self.changes.get(key)
+                if obj is None or obj.etag != etag:
+                    raise ModelObjectChanged(key)
+                file = obj.file  # read by the GET: what lands later does not matter
+                reach(Step.BODY_OPENED, key)
+                after = watermark if export_type == LATE else key
+                reach(Step.STAGED, key)
+                table, counts = fold_file(self.table, file, key)
+                reach(Step.UPSERTED, key)
+                reach(Step.LEDGER_WRITTEN, key)
+                out.applied.append((key, export_type, counts))
+                if dry_run:
+                    continue
+                self.table = table  # the commit
+                self.ledger.append(LedgerEntry(key, etag, export_type, after, counts))
+                reach(Step.COMMITTED, key)
+                watermark = after
+                archive(key, etag)  # only ever after the commit
+        finally:
+            send_batch()  # what was copied leaves changes/, whatever ends the sync
         if background:
             raise background[0]
         out.watermark_after = watermark
         out.archived.sort()
         return out
 
-    def _archive(self, key: str, etag: str, reach: Hook) -> bool:
-        """Move exactly the applied version to processed/; anything else stays put."""
+    def _copy(self, key: str, etag: str, reach: Hook) -> bool:
+        """Copy exactly the applied version to processed/ (True); a re-upload stays put."""
         obj = self.changes.get(key)
         if obj is None or obj.etag != etag:
             return False  # the copy is conditional on the ETag: a re-upload is not archived
         self.processed[processed_key(key)] = etag
         reach(Step.COPIED, key)
-        # Only the archived version leaves changes/: a re-upload that landed since the
-        # copy stays (a conflict for an operator), and the move did not finish.
-        current = self.changes.get(key)
-        if current is not None and current.etag != etag:
-            return False
-        self.changes.pop(key, None)
-        reach(Step.DELETED, key)
         return True
+
+    def _delete_batch(self, batch: list[tuple[str, str]], reach: Hook) -> list[str]:
+        """One DeleteObjects of copied files, each conditional on its applied ETag: the
+        keys deleted. A re-upload that landed since the copy (or before the request) stays
+        in changes/ (a conflict for an operator), its archive not finished."""
+        for key, _ in batch:
+            reach(Step.BATCHED, key)
+        deleted = [
+            key
+            for key, etag in batch
+            if (current := self.changes.get(key)) is None or current.etag == etag
+        ]
+        for key in deleted:  # the request: all at once
+            self.changes.pop(key, None)
+        for key in deleted:
+            reach(Step.DELETED, key)
+        return deleted
