@@ -227,13 +227,17 @@ class S3Requests:
     def per_file(self, files: int) -> str:
         """``2.00 (GET 1.00, COPY 1.00, DeleteObjects 0.001, ListObjectsV2 0.001)``."""
         by_operation = ", ".join(
-            f"{_OPERATION_NAMES.get(name, name)} {count / files:.3g}"
+            f"{_OPERATION_NAMES.get(name, name)} {_share(count / files)}"
             for name, count in self.counts.most_common()
         )
         return f"{sum(self.counts.values()) / files:.2f} ({by_operation})"
 
 
 _OPERATION_NAMES = {"GetObject": "GET", "CopyObject": "COPY", "ListObjectsV2": "LIST"}
+
+
+def _share(value: float) -> str:
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"  # 1.00, 0.25, 0.001
 
 
 # --- the measures --------------------------------------------------------------------------

@@ -21,7 +21,14 @@ def test_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
         )
     )
     measures = [r.measure.split(",")[0] for r in rows]
-    assert measures[:5] == ["baseline", "full update", "small delta", "backlog", "memory"]
+    assert measures[:6] == [
+        "baseline",
+        "full update",
+        "small delta",
+        "backlog",
+        "S3 requests per applied file",
+        "memory",
+    ]
     assert any(m.startswith("cold start") for m in measures)
     assert any(m.startswith("peer") for m in measures)
     compared = [r for r in rows if r.ratio != "-"]
