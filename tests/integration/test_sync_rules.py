@@ -158,18 +158,18 @@ def test_conflicting_etag_is_reported_and_left_alone(env: Env) -> None:
 def test_crash_after_commit_before_archive_only_archives_next_time(env: Env) -> None:
     runtime = env.runtime()
     env.put(key("2026-06-22T15-50-39"), csv_bytes([row("INC1")]))
-    real_archive = runtime.bucket.archive
+    real_copy = runtime.bucket.copy_applied
 
-    def crash(*args: object, **kwargs: object) -> str:
+    def crash(*args: object, **kwargs: object) -> bool:
         raise KeyboardInterrupt("killed between commit and archive")
 
-    runtime.bucket.archive = crash  # type: ignore[method-assign]
+    runtime.bucket.copy_applied = crash  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         sync(runtime, "inc")
     assert len(ledger(env)) == 1  # committed
     assert env.list_keys("automations/inc/changes/") == [key("2026-06-22T15-50-39")]
 
-    runtime.bucket.archive = real_archive  # type: ignore[method-assign]
+    runtime.bucket.copy_applied = real_copy  # type: ignore[method-assign]
     report = sync(env.runtime(), "inc")
     assert report.applied == []
     assert report.archived == [key("2026-06-22T15-50-39")]
