@@ -239,7 +239,11 @@ class Bucket:
         if code is None or code in {"NoSuchKey", "404"}:
             return "deleted"
         if code in {"PreconditionFailed", "412"}:
-            current = self.head_etag(key)
+            try:
+                current = self.head_etag(key)
+            except (ClientError, TransientFault) as exc:
+                # The batch's other keys are deleted; this one the next run looks at again.
+                return f"{code}, then HEAD failed: {exc}"
             if current is None:
                 return "deleted"
             if current != etag:
