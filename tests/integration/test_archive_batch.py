@@ -26,8 +26,9 @@ from tickets_devkit.emulator import start_aws
 from tickets_devkit.generator import StreamFile, TicketStream
 from tickets_ingest import failpoints
 from tickets_ingest.core.keys import file_name, processed_key
+from tickets_ingest.dal import s3 as s3_module
 from tickets_ingest.failpoints import Step
-from tickets_ingest.logic.sync import _Pipeline, sync
+from tickets_ingest.logic.sync import SyncOptions, _Pipeline, sync
 
 PROCESSED = f"automations/{DATASET}/processed/"
 
@@ -241,3 +242,34 @@ def test_a_key_the_batch_delete_refuses_stays_for_the_next_run(env: Env) -> None
     after = sync(env.runtime(), DATASET)
     assert after.applied == [] and after.archived == [middle.key]
     faults.assert_converged(env, files, etags)
+
+
+def test_a_batch_delete_takes_at_most_the_request_limit_of_keys(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``delete_applied`` splits what it is given into requests of DELETE_BATCH_MAX keys
+    (1,000, DeleteObjects' limit; 2 here)."""
+    monkeypatch.setattr(s3_module, "DELETE_BATCH_MAX", 2)
+    objects = [(f"{CHANGES}{i}.csv", env.put(f"{CHANGES}{i}.csv", b"x")) for i in range(5)]
+    bucket = env.runtime().bucket
+    with S3Requests(bucket.client) as sent:
+        done = bucket.delete_applied(objects)
+    assert sent.counts == {"DeleteObjects": 3}
+    assert done.deleted == [key for key, _ in objects] and not done.changed and not done.failed
+    assert env.list_keys(CHANGES) == []
+
+
+def test_a_run_stopped_by_its_time_budget_sends_its_batch_first(env: Env) -> None:
+    """The time budget stops the run after two files: both are archived (copied and
+    deleted) before the run returns, the rest wait in changes/ for the continuation."""
+    files = faults.small_stream()
+    faults.upload(env, files)
+    started: list[str] = []
+
+    def two_files(obj: Any) -> bool:
+        started.append(obj.key)
+        return len(started) <= 2
+
+    report = sync(env.runtime(), DATASET, SyncOptions(may_start_file=two_files))
+    assert report.stopped_early and report.archived == [f.key for f in files[:2]]
+    assert env.list_keys(CHANGES) == [f.key for f in files[2:]]
