@@ -60,6 +60,8 @@ class Bench:
     rows: list[Row] = field(default_factory=list)
     _clock: int = 0
     _warm: Runtime | None = None
+    # Measured durations the cost row bills (seconds): set by the steps that measure them.
+    billed: dict[str, float] = field(default_factory=dict)
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -308,6 +310,7 @@ def bench_backlog(bench: Bench, files: int, latency_ms: float, seed: int) -> Non
                 round_trips.append(trips / files)
         results.append(f"{files / statistics.median(timings):.0f} files/s")
         per_file.append(statistics.median(timings) / files)
+    bench.billed["backlog_file"] = per_file[1]  # with S3 latency: as from the bucket's region
     reference = _backlog_reference(bench, baseline.body, [d.body for d in deltas]) / files
     bench.rows.append(
         Row(
@@ -492,6 +495,7 @@ def bench_cold_start(bench: Bench, warm_calls: int = 20) -> None:
             f"invocation {mib('off', 'invoked', 'VmHWM'):.0f} MB",
         )
     )
+    bench.billed["warm_noop"] = ms("off", "warm") / 1000
     bench.rows.append(
         Row(
             "first invocation, then a warm no-op (direct, nothing pending)",
@@ -499,6 +503,61 @@ def bench_cold_start(bench: Bench, warm_calls: int = 20) -> None:
             target="warm <= 5 ms",
             note=f"first: connect, schema check, list; tracing on: {ms('on', 'first'):.0f} ms, "
             f"then {ms('on', 'warm'):.1f} ms",
+        )
+    )
+
+
+# AWS list prices (USD), first tier, the same in us-east-1 and eu-west-1, as published on
+# aws.amazon.com/lambda/pricing and aws.amazon.com/s3/pricing; taken 2026-12-03 (from copies
+# of those pages: the pages themselves are not reachable from these machines).
+PRICES_TAKEN = "2026-12-03"
+LAMBDA_GB_SECOND = {"arm64": 0.0000133334, "x86_64": 0.0000166667}
+LAMBDA_REQUEST = 0.20 / 1_000_000
+S3_REQUEST = {"GetObject": 0.0004 / 1000, "CopyObject": 0.005 / 1000}  # DeleteObjects is free
+
+
+def function_size(template: Path | None = None) -> tuple[int, str]:
+    """The function's memory (MB, the FunctionMemorySize default) and architecture, read
+    from template.yaml: the cost row bills what the template deploys."""
+    from tickets_devkit.event_path import FUNCTION, TEMPLATE, load_template  # noqa: PLC0415
+
+    loaded = load_template(template or TEMPLATE)
+    memory = int(loaded["Parameters"]["FunctionMemorySize"]["Default"])
+    properties = loaded["Resources"][FUNCTION]["Properties"]
+    architectures = properties.get("Architectures") or ["x86_64"]
+    return memory, str(architectures[0])
+
+
+def cost_per_thousand(seconds_per_file: float, memory_mb: int, architecture: str) -> float:
+    """Lambda's duration charge for 1,000 files at ``seconds_per_file`` each (USD)."""
+    return 1000 * seconds_per_file * memory_mb / 1024 * LAMBDA_GB_SECOND[architecture]
+
+
+def bench_cost(bench: Bench) -> None:
+    """Cost per 1,000 files at the template's memory size, from this run's durations: a
+    backlog (one invocation applies them all) and a steady stream (one event, one warm
+    invocation per file: its apply plus the invocation's own overhead, the warm no-op)."""
+    per_file = bench.billed.get("backlog_file")
+    if per_file is None:
+        return  # the backlog step did not run
+    memory, architecture = function_size()
+    backlog = cost_per_thousand(per_file, memory, architecture)
+    noop = bench.billed.get("warm_noop")
+    stream = ""
+    if noop is not None:
+        each = cost_per_thousand(per_file + noop, memory, architecture) + 1000 * LAMBDA_REQUEST
+        stream = f"; one event per file: ${each:.4f}"
+    s3 = 1000 * sum(S3_REQUEST.values())  # one GET and one COPY a file (the backlog's row)
+    bench.rows.append(
+        Row(
+            f"Lambda cost per 1,000 files ({memory} MB, {architecture})",
+            f"${backlog:.4f} in a backlog{stream}",
+            target="report",
+            note=f"duration {per_file * 1000:.1f} ms/file with S3 latency"
+            + (f" (+ {noop * 1000:.1f} ms a warm invocation)" if noop is not None else "")
+            + f" x ${LAMBDA_GB_SECOND[architecture]}/GB-s, ${LAMBDA_REQUEST * 1e6:.2f} per 1M "
+            f"requests: AWS list prices taken {PRICES_TAKEN}; S3 bills ${s3:.4f} more for the "
+            "GET and COPY of 1,000 files",
         )
     )
 
@@ -643,6 +702,7 @@ def run(options: Options) -> list[Row]:
                 continue
             step()
             print(f"  ... {bench.rows[-1].measure}: {bench.rows[-1].ours}", flush=True)
+        bench_cost(bench)  # from what the steps measured, when the backlog ran
         rows = bench.rows
     header = (
         f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} CPUs, PostgreSQL with "

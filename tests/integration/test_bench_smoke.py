@@ -31,6 +31,10 @@ def test_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
     ]
     assert any(m.startswith("cold start") for m in measures)
     assert any(m.startswith("peer") for m in measures)
+    # Billed from this run's durations at the template's memory size and architecture.
+    assert rows[-1].measure == "Lambda cost per 1,000 files (1024 MB, arm64)"
+    assert rows[-1].ours.startswith("$") and "; one event per file: $" in rows[-1].ours
+    assert "AWS list prices taken 2026-12-03" in rows[-1].note
     compared = [r for r in rows if r.ratio != "-"]
     assert len(compared) == 4 and all(float(r.ratio) > 0 for r in compared)
     table = (tmp_path / "latest.md").read_text()
