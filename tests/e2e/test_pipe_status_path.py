@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import LambdaWorld
+from tests.support import faults
 from tests.support.rows import csv_bytes, key, row
+from tickets_ingest.handlers import aws
 from tickets_ingest.handlers.cli import main
 
 
@@ -61,3 +66,21 @@ def test_a_file_the_function_rejects_is_the_last_error(world: LambdaWorld) -> No
     error = seen["last_error"]
     assert (error["kind"], error["key"]) == ("rejected", key("2026-06-22T15-50-39"))
     assert error["message"].startswith(f"rejected {key('2026-06-22T15-50-39')}, line 1: ")
+
+
+def test_a_message_after_the_kept_connection_died_while_idle_is_still_noted(
+    world: LambdaWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The note is an invocation's first statement: a failover or an idle timeout that ended
+    # the warm container's connection must not cost the message its note.
+    env = world.env
+    env.put(key("2026-06-22T15-50-39"), csv_bytes([row("INC1")]))
+    assert world.poll().failed == 0
+    pid = aws.runtime().db().scalar("SELECT pg_backend_pid()")
+    assert faults.terminate_backend(env, pid)
+
+    with caplog.at_level(logging.WARNING):
+        world.invoke({"dataset": "inc"})
+    assert last_message() == ("direct", None)
+    assert not [r for r in caplog.records if "could not note" in r.getMessage()]
+    assert aws.runtime().db().scalar("SELECT pg_backend_pid()") != pid  # connected again

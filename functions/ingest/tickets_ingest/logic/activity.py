@@ -13,6 +13,7 @@ import logging
 from tickets_ingest.core.events import News
 from tickets_ingest.core.keys import key_timestamp
 from tickets_ingest.dal import activity
+from tickets_ingest.dal.db import InterfaceError
 from tickets_ingest.errors import (
     DatasetPaused,
     FileFailed,
@@ -36,7 +37,13 @@ def note_message(runtime: Runtime, dataset: str, kind: str, key: str | None = No
     if dataset not in runtime.settings.datasets:
         return  # the sync refuses it (not enabled): no row for a name nobody configured
     try:
-        activity.note_message(runtime.db(), dataset, kind, key)
+        try:
+            activity.note_message(runtime.db(), dataset, kind, key)
+        except (InterfaceError, OSError):
+            # The note is an invocation's first statement: a warm container's kept
+            # connection may have died while idle. runtime.db() connects again (the dead
+            # one is marked broken); the note is an idempotent upsert.
+            activity.note_message(runtime.db(), dataset, kind, key)
     except Exception as exc:  # never fail a message for its bookkeeping
         log.warning("could not note the %s message of %s: %s", kind, dataset, exc)
 
