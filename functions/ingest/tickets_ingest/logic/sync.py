@@ -384,7 +384,9 @@ class _Pipeline:
         self._copies = ThreadPoolExecutor(self.COPY_WORKERS, thread_name_prefix="tickets-copy")
         # One thread: batches go one after the other, in commit order.
         self._deletes = ThreadPoolExecutor(1, thread_name_prefix="tickets-delete")
-        self._background: list[Future[Any]] = []
+        # What a background step raised, as each one ends (a done-callback): checking it
+        # costs the same before the thousandth file as before the first.
+        self._failures: list[BaseException] = []
         self._batch: list[tuple[StreamObject, FileResult | None, Future[bool]]] = []
         self._prefetched: dict[int, Future[Any]] = {}
         self._lock = threading.Lock()
@@ -404,9 +406,8 @@ class _Pipeline:
         if error is None:
             self.raise_if_crashed()
         else:
-            for future in self._background:  # the error already raised comes first
-                if future.exception() is not None:
-                    log.warning("background archive step failed too: %s", future.exception())
+            for failure in self._failures:  # the error already raised comes first
+                log.warning("background archive step failed too: %s", failure)
 
     def body(self, index: int) -> Any:
         planned = self._files[index].obj
@@ -429,7 +430,7 @@ class _Pipeline:
     def archive(self, obj: StreamObject, result: FileResult | None = None) -> None:
         """Copy ``obj`` (committed) to processed/ now; delete it from changes/ with its batch."""
         copied = self._copies.submit(self._copy, obj, result)
-        self._background.append(copied)
+        copied.add_done_callback(self._note_failure)
         self._batch.append((obj, result, copied))
         if len(self._batch) >= self.DELETE_BATCH:
             self._send_batch()
@@ -449,7 +450,7 @@ class _Pipeline:
     def _send_batch(self) -> None:
         batch, self._batch = self._batch, []
         if batch:
-            self._background.append(self._deletes.submit(self._delete, batch))
+            self._deletes.submit(self._delete, batch).add_done_callback(self._note_failure)
 
     def _delete(self, batch: list[tuple[StreamObject, FileResult | None, Future[bool]]]) -> None:
         copied = [(obj, result) for obj, result, done in batch if _succeeded(done)]
@@ -476,11 +477,20 @@ class _Pipeline:
         if result is not None:
             result.archived = True
 
+    def _note_failure(self, future: Future[Any]) -> None:
+        """Run as a background step ends (on its thread, or here if it ended already)."""
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            with self._lock:
+                self._failures.append(error)
+
     def raise_if_crashed(self) -> None:
-        """Anything but an S3 error in a background step stops the run, as in the foreground."""
-        for future in self._background:
-            if future.done() and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
+        """Anything but an S3 error in a background step stops the run, as in the foreground
+        (S3 errors are handled in the step: the next run archives)."""
+        with self._lock:
+            failure = self._failures[0] if self._failures else None
+        if failure is not None:
+            raise failure
 
     def _discard_prefetch(self) -> None:
         prefetched, self._prefetched = self._prefetched, {}
