@@ -42,6 +42,11 @@ class LocalAws:
         finally:
             con.close()
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process when it runs in its own (``own_process``), else None."""
+        return self._server.pid if isinstance(self._server, _ServerProcess) else None
+
     def stop(self) -> None:
         """Shut the server down. Idempotent."""
         server, self._server = self._server, None
@@ -113,6 +118,7 @@ class _NotEmulated(logging.Filter):
 class _ServerProcess:
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self._process = process
+        self.pid = process.pid
 
     def stop(self) -> None:
         self._process.terminate()

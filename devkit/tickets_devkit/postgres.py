@@ -68,6 +68,11 @@ class LocalPostgres:
     _run_as: str | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's process (its backends are its children)."""
+        return int((self.datadir / "postmaster.pid").read_text().split()[0])
+
     def url(self, dbname: str = "postgres") -> str:
         """Connection URL for ``dbname`` over TCP."""
         return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
