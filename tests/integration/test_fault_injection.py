@@ -42,6 +42,7 @@ from tickets_ingest.dal.db import InterfaceError
 from tickets_ingest.dal.retry import RetryPolicy
 from tickets_ingest.errors import SyncBusy, TransientFault
 from tickets_ingest.failpoints import Step
+from tickets_ingest.logic import apply
 from tickets_ingest.logic.runtime import Runtime
 from tickets_ingest.logic.sync import SyncOptions, sync
 from tickets_ingest.models import StreamObject
@@ -148,6 +149,7 @@ def test_killed_process_then_clean_run_converges(
 # ---------------------------------------------------------------------------------------
 
 DB_DROPS = [
+    "mid-read@middle",
     "mid-copy@first",
     "mid-copy@middle",
     "between-files@middle",
@@ -165,12 +167,17 @@ def no_backoff() -> Iterator[None]:
 
 @pytest.mark.parametrize("scenario", DB_DROPS)
 def test_dropped_database_connection_is_reconnected_and_the_run_goes_on(
-    env: Env, stream: tuple[list[StreamFile], dict[str, str]], scenario: str, no_backoff: None
+    env: Env,
+    stream: tuple[list[StreamFile], dict[str, str]],
+    scenario: str,
+    no_backoff: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The sync's backend is terminated (pg_terminate_backend from a second connection,
-    like a failover or a DBA): during a file's COPY, between two files, or right after a
-    COMMIT that went through (its reply lost). The same run reconnects, takes the lock
-    again, asks the ledger, and goes on: every file applied exactly once, in one run."""
+    like a failover or a DBA): while a small file is read (before its COPY, which it goes
+    with), during a file's streaming COPY, between two files, or right after a COMMIT that
+    went through (its reply lost). The same run reconnects, takes the lock again, asks the
+    ledger, and goes on: every file applied exactly once, in one run."""
     files, etags = stream
     where = scenario.split("@", maxsplit=1)[0]
     runtime = env.runtime()
@@ -181,12 +188,14 @@ def test_dropped_database_connection_is_reconnected_and_the_run_goes_on(
         if not killed:  # once: the retry of the file must be able to pass
             killed.append(faults.terminate_backend(env, pid))
 
-    if where == "mid-copy":
+    if where in ("mid-read", "mid-copy"):
+        if where == "mid-copy":  # these files are small: make them stream, as a large one
+            monkeypatch.setattr(apply, "EAGER_COPY_BYTES", 0)
         position = scenario.split("@")[1]
         bodies = faults.kill_mid_copy(runtime, _file(position), kill)
         report = sync(runtime, DATASET)
-        # The kill landed while COPY was streaming the body (from inside a read of it);
-        # the file was then read again, from a fresh GET, and applied.
+        # The kill landed while the body was read (mid-copy: while COPY streamed it, from
+        # inside a read of it); the file was then read again, from a fresh GET, and applied.
         assert killed == [True] and [b.fired for b in bodies] == [True, True]
     elif where in ("between-files", "commit-reply-lost"):
 
@@ -538,11 +547,11 @@ SCENARIOS = (
     + [f"race:{s}" for s in RACES]
 )
 CRASH_POINTS = sorted({(s.value, p) for s, p in CRASHES + KILLS})
-EXPECTED_SCENARIOS = 27 + 9 + 5 + 5 + 4 + 3 + 2 + 3
+EXPECTED_SCENARIOS = 27 + 9 + 6 + 5 + 4 + 3 + 2 + 3
 
 
 def test_scenario_count() -> None:
-    """fault injection: 58 scenarios, 27 crash points (9 step boundaries x first, middle and
+    """fault injection: 59 scenarios, 27 crash points (9 step boundaries x first, middle and
     last file; the middle ones both raised in-process and killed with os._exit)."""
     assert len(SCENARIOS) == len(set(SCENARIOS)) == EXPECTED_SCENARIOS
     assert len(CRASH_POINTS) == len(STEPS) * len(POSITIONS)

@@ -18,7 +18,7 @@ from tickets_ingest.logic.sync import sync
 # its own connection and is not counted):
 PER_FILE = {
     "BEGIN with the file's SET LOCALs and the pause check": 1,
-    "COPY: the server takes the data, then ends it": 2,
+    "COPY: the statement, the file's data and its end in one write": 1,
     "set aside rows without a usable key or updated_at, count, and SAVEPOINT": 1,
     "the upsert": 1,
     "the ledger row (it carries the watermark) and clearing the blocked-file register": 1,
@@ -54,6 +54,44 @@ def test_a_copy_the_server_refuses_leaves_the_connection_in_step(env: Env) -> No
     assert not db.broken
     assert db.run("SELECT count(*) FROM t") == [[0]]
     assert db.run("SELECT CAST(:v AS text)", v="still in step") == [["still in step"]]
+
+
+def test_an_eager_body_goes_with_its_statement_and_any_other_streams(env: Env) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+    with db.transaction():
+        before = db.round_trips
+        assert db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", [b"1\n", b"2\n"], eager=True) == 2
+        assert db.round_trips - before == 1  # sent right behind the statement
+        before = db.round_trips
+        pieces = [f"{n}\n".encode() for n in range(3, 9)]
+        assert db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", pieces) == 6
+        assert db.round_trips - before == 2  # the server's go-ahead, then the end
+        assert db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", [], eager=True) == 0
+    assert db.run("SELECT count(*), sum(a) FROM t") == [[8, 36]]
+
+
+def test_data_sent_with_a_copy_that_fails_to_start_is_ignored_by_the_server(env: Env) -> None:
+    db = env.db()
+    with pytest.raises(DatabaseError) as refused, db.transaction():
+        db.copy_in("COPY no_such_table FROM STDIN WITH (FORMAT csv)", [b"1\n2\n"], eager=True)
+    assert "no_such_table" in str(refused.value)
+    assert not db.broken
+    assert db.run("SELECT CAST(:v AS text)", v="still in step") == [["still in step"]]
+
+
+def test_an_eager_copy_source_that_fails_leaves_the_connection(env: Env) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+
+    def source() -> object:
+        yield b"1\n"
+        raise OSError("download cut")
+
+    with pytest.raises(OSError, match="download cut"), db.transaction():
+        db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", source(), eager=True)  # type: ignore[arg-type]
+    assert not db.broken  # nothing was sent: the transaction was rolled back, that is all
+    assert db.run("SELECT count(*) FROM t") == [[0]]
 
 
 def test_a_copy_source_that_fails_midway_closes_the_connection(env: Env) -> None:

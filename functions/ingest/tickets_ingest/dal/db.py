@@ -101,6 +101,10 @@ def _ssl_context(params: ConnectionParams, ca_bundle: Path | None) -> ssl.SSLCon
     return _tls_context(params.sslmode, ca_bundle)
 
 
+def _data_sent_already(_data: bytes, _context: Any) -> None:
+    """The server's go-ahead for a COPY whose data went with the statement."""
+
+
 class _CopySource:
     """COPY data for pg8000, noting whether all of it was handed over (pg8000 then sends
     CopyDone and Sync)."""
@@ -126,8 +130,8 @@ class Database:
       Bind, Execute; and re-parses the text, in Python and on the server, every time);
     - a statement without parameters goes as one simple Query, several in one if need be
       (``transaction(setup=...)``);
-    - COPY goes as a simple Query too: one wait for the server to take the data, one for
-      its end.
+    - COPY goes as a simple Query too, a small body right behind it (one wait), a large
+      one after the server's go-ahead (one wait for that, one for its end).
 
     ``round_trips`` counts the waits (``tickets-devkit bench`` reports them per file).
     """
@@ -212,13 +216,17 @@ class Database:
                 self._con.close()
         self._dead = True
 
-    def _call(self, sql: str, *, stream: Any = None, **params: Any) -> Any:
+    def _call(
+        self, sql: str, *, stream: Any = None, data: list[bytes] | None = None, **params: Any
+    ) -> Any:
         """Every statement goes through here: a network failure marks the connection dead.
 
         pg8000 raises InterfaceError("network error") on a dead socket but keeps the socket
         object, so without this a warm process would reuse a dead connection forever.
         """
         try:
+            if data is not None:
+                return self._copy_sent_with(sql, data)
             if stream is not None:
                 return self._simple(sql, stream=stream, waits=2)
             if not params:
@@ -258,6 +266,31 @@ class Database:
             raise
         if copy is not None:
             self._after_copy(copy)
+        self._row_count = context.row_count
+        return context.rows
+
+    def _copy_sent_with(self, sql: str, data: list[bytes]) -> Any:
+        """The COPY statement, its data and CopyDone in one write, then one wait. No Sync
+        (that is for the extended protocol): one ReadyForQuery ends it, after success or
+        error alike. pg8000 would answer the server's CopyInResponse by sending data, so its
+        handler is swapped for one that does nothing while this statement runs."""
+        con = self._con
+        context = pg8000.core.Context(sql)
+        self.round_trips += 1
+        con.send_QUERY(sql)
+        for piece in data:
+            con._send_message(pg8000.core.COPY_DATA, piece)
+        con._send_message(pg8000.core.COPY_DONE, b"")
+        try:
+            con._sock.flush()
+        except AttributeError:  # pg8000 set _sock to None: the connection is closed
+            raise InterfaceError("connection is closed") from None
+        handlers = con.message_types
+        handlers[pg8000.core.COPY_IN_RESPONSE] = _data_sent_already
+        try:
+            con.handle_messages(context)
+        finally:
+            handlers[pg8000.core.COPY_IN_RESPONSE] = con.handle_COPY_IN_RESPONSE
         self._row_count = context.row_count
         return context.rows
 
@@ -306,8 +339,20 @@ class Database:
         """Rows the last statement affected (-1: it does not say)."""
         return self._row_count
 
-    def copy_in(self, sql: str, stream: io.IOBase | Iterable[bytes]) -> int:
-        self._call(sql, stream=stream)
+    def copy_in(self, sql: str, stream: io.IOBase | Iterable[bytes], *, eager: bool = False) -> int:
+        """COPY ... FROM STDIN from ``stream``; the rows copied.
+
+        ``eager`` (a small body): read all of it first, then send it right behind the
+        statement, in one round trip. The server takes it once it enters COPY, or ignores
+        it if the statement fails (the protocol's rule for copy messages outside COPY); a
+        source that fails fails before anything was sent, and the connection stays usable.
+        Otherwise the body streams after the server's go-ahead (two waits), in constant
+        memory.
+        """
+        if eager:
+            self._call(sql, data=list(_CopySource(stream)))
+        else:
+            self._call(sql, stream=stream)
         return self._row_count
 
     def once(self, sql: str) -> None:
