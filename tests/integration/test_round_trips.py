@@ -80,16 +80,17 @@ def test_data_sent_with_a_copy_that_fails_to_start_is_ignored_by_the_server(env:
     assert db.run("SELECT CAST(:v AS text)", v="still in step") == [["still in step"]]
 
 
+def _cut_download() -> object:
+    """A file's chunks that break off after the first one, as a cut S3 download does."""
+    yield b"1\n"
+    raise OSError("download cut")
+
+
 def test_an_eager_copy_source_that_fails_leaves_the_connection(env: Env) -> None:
     db = env.db()
     db.run("CREATE TEMP TABLE t (a int)")
-
-    def source() -> object:
-        yield b"1\n"
-        raise OSError("download cut")
-
     with pytest.raises(OSError, match="download cut"), db.transaction():
-        db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", source(), eager=True)  # type: ignore[arg-type]
+        db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", _cut_download(), eager=True)  # type: ignore[arg-type]
     assert not db.broken  # nothing was sent: the transaction was rolled back, that is all
     assert db.run("SELECT count(*) FROM t") == [[0]]
 
@@ -97,13 +98,8 @@ def test_an_eager_copy_source_that_fails_leaves_the_connection(env: Env) -> None
 def test_a_copy_source_that_fails_midway_closes_the_connection(env: Env) -> None:
     db = env.db()
     db.run("CREATE TEMP TABLE t (a int)")
-
-    def source() -> object:
-        yield b"1\n"
-        raise OSError("download cut")
-
     with pytest.raises(OSError, match="download cut"), db.transaction():
-        db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", source())  # type: ignore[arg-type]
+        db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", _cut_download())  # type: ignore[arg-type]
     assert db.broken  # the protocol cannot be resumed mid-COPY: a new connection follows
 
 
