@@ -6,6 +6,7 @@ trips a small file costs, counted (issue 14: say where each one goes)."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
 import pytest
 
@@ -80,7 +81,7 @@ def test_data_sent_with_a_copy_that_fails_to_start_is_ignored_by_the_server(env:
     assert db.run("SELECT CAST(:v AS text)", v="still in step") == [["still in step"]]
 
 
-def _cut_download() -> object:
+def _cut_download() -> Iterator[bytes]:
     """A file's chunks that break off after the first one, as a cut S3 download does."""
     yield b"1\n"
     raise OSError("download cut")
@@ -90,7 +91,7 @@ def test_an_eager_copy_source_that_fails_leaves_the_connection(env: Env) -> None
     db = env.db()
     db.run("CREATE TEMP TABLE t (a int)")
     with pytest.raises(OSError, match="download cut"), db.transaction():
-        db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", _cut_download(), eager=True)  # type: ignore[arg-type]
+        db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", _cut_download(), eager=True)
     assert not db.broken  # nothing was sent: the transaction was rolled back, that is all
     assert db.run("SELECT count(*) FROM t") == [[0]]
 
@@ -99,7 +100,7 @@ def test_a_copy_source_that_fails_midway_closes_the_connection(env: Env) -> None
     db = env.db()
     db.run("CREATE TEMP TABLE t (a int)")
     with pytest.raises(OSError, match="download cut"), db.transaction():
-        db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", _cut_download())  # type: ignore[arg-type]
+        db.copy_in("COPY t FROM STDIN WITH (FORMAT csv)", _cut_download())
     assert db.broken  # the protocol cannot be resumed mid-COPY: a new connection follows
 
 
