@@ -5,11 +5,15 @@ moto is imported only inside ``start_aws`` because it is slow to import.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import http.client
 import logging
+import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import warnings
@@ -84,8 +88,6 @@ def start_aws(region: str = "eu-west-1", *, own_process: bool = False, port: int
     if own_process:
         return _start_in_own_process(region)
     honour_conditions()
-    from moto.server import ThreadedMotoServer  # noqa: PLC0415 (slow import, see module doc)
-
     # werkzeug logs every request at INFO to stderr unless its logger is configured.
     werkzeug_log = logging.getLogger("werkzeug")
     if werkzeug_log.level == logging.NOTSET:
@@ -104,10 +106,100 @@ def start_aws(region: str = "eu-west-1", *, own_process: bool = False, port: int
                     f"port {port} is in use: the kept stack's emulator listens there "
                     "(devkit/local-env.json names it); stop whatever holds it"
                 ) from None
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()  # returns once the socket is bound
-    host, port = server.get_host_and_port()
+    server = _InProcessServer(*_make_server("127.0.0.1", port))
+    host, port = server.address
     return LocalAws(endpoint_url=f"http://{host}:{port}", region=region, _server=server)
+
+
+def _make_server(host: str, port: int) -> tuple[Any, set[socket.socket]]:
+    """moto's WSGI app on werkzeug's threaded server, keeping connections alive as S3 does.
+
+    werkzeug's development server answers every request with ``Connection: close``, so
+    in the lab each S3 call paid a new TCP connection (and moto a new thread) where AWS
+    reuses one; that made the emulator the machine's largest CPU user and the benchmark's
+    per-file figures the lab's, not the deployed world's. Returns the server and its open
+    connections, to close when it stops.
+    """
+    from moto import backends  # noqa: PLC0415 (slow import, see module doc)
+    from moto.moto_server.werkzeug_app import (  # noqa: PLC0415
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server  # noqa: PLC0415
+    from werkzeug.wsgi import LimitedStream  # noqa: PLC0415
+
+    connections: set[socket.socket] = set()
+
+    class KeepAliveHandler(MotoRequestHandler):
+        timeout = 60  # an idle connection's thread ends; the client opens a new one
+        disable_nagle_algorithm = True  # a reply's headers and body are two writes
+        _keep_alive = False
+
+        def run_wsgi(self) -> None:
+            length = self.headers.get("Content-Length")
+            chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+            if chunked or not (length or "0").isdigit():
+                self._keep_alive = False  # where this body ends is not known: close after
+                super().run_wsgi()
+                return
+            # The app reads at most this request's body; what it leaves is drained by
+            # length, so the next request's first line is never read as this one's body
+            # (werkzeug's own drain reads whatever arrives, hence its closing).
+            self._keep_alive = True
+            body = LimitedStream(self.rfile, int(length or 0))  # type: ignore[arg-type]
+            self.rfile, socket_file = body, self.rfile  # type: ignore[assignment]
+            try:
+                super().run_wsgi()
+            finally:
+                self.rfile = socket_file
+            try:
+                body.exhaust()
+            except Exception:  # the client left mid-body: nothing to keep
+                self.close_connection = True
+
+        def send_header(self, keyword: str, value: str) -> None:
+            if keyword.lower() == "connection" and value.lower() == "close" and self._keep_alive:
+                return  # werkzeug's: it closes every connection, S3 does not
+            super().send_header(keyword, value)
+
+        def setup(self) -> None:
+            super().setup()
+            connections.add(self.connection)
+
+        def finish(self) -> None:
+            connections.discard(self.connection)
+            super().finish()
+
+    # moto's dispatcher lists its package directory (one stat per service, ~180) twice
+    # for every request to find the service, under a lock that serialises requests:
+    # about 1 ms of CPU each, which S3 does not cost the caller. The list cannot change
+    # while the server runs.
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler)
+    return server, connections
+
+
+class _InProcessServer:
+    def __init__(self, server: Any, connections: set[socket.socket]) -> None:
+        self._server = server
+        self._connections = connections
+        self.address: tuple[str, int] = server.server_address[:2]
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="moto-server", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()  # serve_forever closes the listening socket as it returns
+        self._thread.join()
+        # A kept-alive connection's thread would otherwise go on serving a stopped emulator.
+        for connection in list(self._connections):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class _NotEmulated(logging.Filter):
@@ -257,8 +349,18 @@ def _honour_delete_objects_etag() -> None:
     S3Response._bucket_response_delete_keys = delete_keys  # type: ignore[method-assign]
 
 
-if __name__ == "__main__":  # ``start_aws(own_process=True)``: moto's server, patched
+def _serve(argv: list[str]) -> None:
+    """``start_aws(own_process=True)``'s process: the same patched, keep-alive server."""
+    parser = argparse.ArgumentParser(prog="python -m tickets_devkit.emulator")
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto's own server does
     honour_conditions()
-    from moto.server import main
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server, _ = _make_server(args.host, args.port)
+    server.serve_forever()
 
-    main(sys.argv[1:])
+
+if __name__ == "__main__":
+    _serve(sys.argv[1:])

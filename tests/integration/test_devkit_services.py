@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pg8000.native
@@ -162,3 +164,50 @@ def test_aws_stop_closes_port() -> None:
     emulator.stop()
     emulator.stop()  # idempotent
     assert not accepts_connections(host_port[0], int(host_port[1]))
+
+
+def _s3_request(
+    con: http.client.HTTPConnection, method: str, path: str, body: bytes = b""
+) -> http.client.HTTPResponse:
+    # moto routes by the SigV4 credential scope and does not check the signature.
+    scope = "testing/20261204/eu-west-1/s3/aws4_request"
+    headers = {
+        "Authorization": f"AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=host, Signature=0",
+        "Content-Length": str(len(body)),
+    }
+    con.request(method, path, body=body, headers=headers)
+    response = con.getresponse()
+    response.read()
+    return response
+
+
+@pytest.mark.parametrize("own_process", [False, True], ids=["in-process", "own-process"])
+def test_the_emulator_keeps_connections_alive_as_s3_does(own_process: bool) -> None:
+    """One connection serves every request, as with AWS S3 (werkzeug alone closes each),
+    and a body the app leaves unread is drained by its length, not read into the next."""
+    with start_aws(own_process=own_process) as emulator:
+        url = urlsplit(emulator.endpoint_url)
+        con = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+        location = b"<CreateBucketConfiguration><LocationConstraint>eu-west-1"
+        location += b"</LocationConstraint></CreateBucketConfiguration>"
+        created = _s3_request(con, "PUT", "/keep-alive", location)
+        first = con.sock
+        put = _s3_request(con, "PUT", "/keep-alive/a.csv", b"x,y\n1,2\n")
+        unread = _s3_request(con, "GET", "/keep-alive/a.csv", b"a body GET does not read")
+        listed = _s3_request(con, "GET", "/keep-alive?list-type=2")
+        assert [r.status for r in (created, put, unread, listed)] == [200, 200, 200, 200]
+        assert all(r.getheader("Connection") is None for r in (created, put, unread, listed))
+        assert first is not None and con.sock is first  # never reopened
+        con.close()
+
+
+def test_stopping_the_emulator_closes_its_kept_connections() -> None:
+    emulator = start_aws()
+    url = urlsplit(emulator.endpoint_url)
+    con = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    assert _s3_request(con, "GET", "/").status == 200  # ListBuckets, connection kept
+    emulator.stop()
+    con.auto_open = 0  # the kept connection, not a new one (which the port refuses)
+    with pytest.raises((http.client.HTTPException, OSError)):
+        _s3_request(con, "GET", "/")
+    con.close()
