@@ -7,23 +7,27 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
 from tests.conftest import Env
 from tests.support.rows import csv_bytes, key, row
+from tickets_ingest.dal import ledger
 from tickets_ingest.dal.db import DatabaseError
+from tickets_ingest.dal.sql import file_session
 from tickets_ingest.logic.sync import sync
+from tickets_ingest.models import ExportType, RowCounts
 
 # Where a clean small file's round trips go, in order (the dataset lock's heartbeat runs on
 # its own connection and is not counted):
 PER_FILE = {
     "BEGIN with the file's SET LOCALs and the pause check": 1,
-    "COPY: the statement, the file's data and its end in one write": 1,
-    "set aside rows without a usable key or updated_at, count, and SAVEPOINT": 1,
+    "COPY: the statement, the file's data and its end in one write, then (same Query) set "
+    "aside rows without a usable key or updated_at, count, and SAVEPOINT": 1,
     "the upsert": 1,
-    "the ledger row (it carries the watermark) and clearing the blocked-file register": 1,
-    "COMMIT": 1,
+    "the ledger row (it carries the watermark), clearing the blocked-file register, and "
+    "COMMIT (one Query)": 1,
 }
 
 
@@ -126,3 +130,106 @@ def test_a_small_file_costs_the_listed_round_trips(env: Env) -> None:
     # The same sync with two more files: what the sync itself costs cancels out.
     per_file = (sync_deltas(3) - sync_deltas(1)) / 2
     assert per_file == sum(PER_FILE.values()), PER_FILE
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["sent-with-it", "streamed"])
+def test_statements_after_a_copy_go_in_its_query(env: Env, eager: bool) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+    with db.transaction():
+        before = db.round_trips
+        rows = db.copy_in_then(
+            "COPY t FROM STDIN WITH (FORMAT csv)",
+            [b"1\n", b"2\n"],
+            "SELECT count(*), sum(a) FROM t;\nSAVEPOINT after_copy",
+            eager=eager,
+        )
+        assert rows == [[2, 3]]
+        assert db.round_trips - before == (1 if eager else 2)  # none of their own
+        assert db.run("SELECT 'next'") == [["next"]]  # and nothing left unread
+        db.run("ROLLBACK TO SAVEPOINT after_copy")  # the savepoint was declared
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["sent-with-it", "streamed"])
+def test_statements_after_a_copy_that_fails_do_not_run(env: Env, eager: bool) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+    db.run("CREATE TEMP TABLE ran (a int)")
+    with pytest.raises(DatabaseError, match="integer"), db.transaction():
+        db.copy_in_then(
+            "COPY t FROM STDIN WITH (FORMAT csv)",
+            [b"1\nnot a number\n"],
+            "INSERT INTO ran VALUES (1)",
+            eager=eager,
+        )
+    assert not db.broken
+    assert db.run("SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM ran)") == [[0, 0]]
+
+
+def test_a_statement_at_commit_goes_with_the_commit(env: Env) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+    with db.transaction():
+        db.run("INSERT INTO t VALUES (1)")
+        db.at_commit("INSERT INTO t VALUES (2)")
+        before = db.round_trips
+    assert db.round_trips - before == 1  # the statement and the COMMIT: one Query
+    assert db.run("SELECT array_agg(a ORDER BY a) FROM t") == [[[1, 2]]]
+
+
+def test_a_statement_at_commit_that_fails_rolls_everything_back(env: Env) -> None:
+    db = env.db()
+    db.run("CREATE TABLE at_commit_t (a int PRIMARY KEY)")
+    try:
+        with pytest.raises(DatabaseError, match="duplicate key"), db.transaction():
+            db.run("INSERT INTO at_commit_t VALUES (1)")
+            db.at_commit("INSERT INTO at_commit_t VALUES (1)")  # fails: the COMMIT must not run
+        assert not db.broken
+        assert db.run("SELECT count(*) FROM at_commit_t") == [[0]]
+        with db.transaction():  # the connection is out of the failed transaction
+            db.at_commit("INSERT INTO at_commit_t VALUES (3)")
+        assert db.run("SELECT a FROM at_commit_t") == [[3]]
+    finally:
+        db.run("DROP TABLE at_commit_t")
+
+
+def test_a_dry_run_runs_the_statement_at_commit_and_keeps_nothing(env: Env) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+    with pytest.raises(DatabaseError, match="integer"), db.transaction(commit=False):
+        db.at_commit("INSERT INTO t VALUES ('not a number')")  # it runs: the error shows
+    with db.transaction(commit=False):
+        db.at_commit("INSERT INTO t VALUES (1)")
+    assert db.run("SELECT count(*) FROM t") == [[0]]
+
+
+def test_a_ledger_row_at_commit_keeps_quotes_and_backslashes(env: Env) -> None:
+    """The ledger row goes with the COMMIT as literals: a hostile value arrives as it was,
+    even where the server's default would read backslashes as escapes."""
+    runtime = env.runtime()
+    env.put(key("2026-06-22T15-50-39"), csv_bytes([row("INC1")]))
+    sync(runtime, "inc")  # migrated
+    db = runtime.db()
+    db.run("SET standard_conforming_strings = off")  # e.g. a role's old default
+    hostile = "it's \\'; DROP TABLE tickets.import_meta; -- \\\\ \" \n end"
+    try:
+        with db.transaction(setup=file_session("UTC", 1000, 10_000)):
+            ledger.record_file(
+                db,
+                dataset="inc",
+                key=f"automations/inc/changes/{hostile}.csv",
+                etag="e'tag",
+                export_type=ExportType.DELTA,
+                counts=RowCounts(read=1),
+                bytes_read=1,
+                started_at=datetime(2026, 6, 22, 12, 0, tzinfo=UTC),
+                duration_ms=1,
+                metadata={"note": hostile},
+                at_commit=True,
+            )
+    finally:
+        db.run("SET standard_conforming_strings = on")
+    assert db.run(
+        "SELECT etag, metadata->>'note', started_at FROM tickets.import_meta WHERE source_key = :k",
+        k=f"automations/inc/changes/{hostile}.csv",
+    ) == [["e'tag", hostile, datetime(2026, 6, 22, 12, 0, tzinfo=UTC)]]

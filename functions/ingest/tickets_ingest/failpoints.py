@@ -18,7 +18,7 @@ class Step(enum.Enum):
     BODY_OPENED = "body-opened"  # the GET for the file succeeded
     STAGED = "staged"  # the body was read through COPY into the staging table
     UPSERTED = "upserted"  # rows upserted, in the open transaction
-    LEDGER_WRITTEN = "ledger-written"  # ledger row written, not yet committed
+    LEDGER_WRITTEN = "ledger-written"  # ledger row ready to go with the COMMIT, not sent
     COMMITTED = "committed"  # the transaction committed; the file is still in changes/
     COPIED = "copied"  # copied to processed/, not yet deleted from changes/
     BATCHED = "batched"  # copied, in a batch delete about to be sent (DeleteObjects)

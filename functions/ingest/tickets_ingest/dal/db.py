@@ -131,7 +131,9 @@ class Database:
     - a statement without parameters goes as one simple Query, several in one if need be
       (``transaction(setup=...)``);
     - COPY goes as a simple Query too, a small body right behind it (one wait), a large
-      one after the server's go-ahead (one wait for that, one for its end).
+      one after the server's go-ahead (one wait for that, one for its end); statements
+      without parameters can follow it in that Query (``copy_in_then``);
+    - a transaction's last statement can go with its COMMIT (``at_commit``).
 
     ``round_trips`` counts the waits (``tickets-devkit bench`` reports them per file).
     """
@@ -147,6 +149,7 @@ class Database:
         self._prepared: OrderedDict[str, Any] = OrderedDict()
         self._row_count = -1
         self._done_once: set[str] = set()
+        self._at_commit = ""
         self.round_trips = 0
 
     @classmethod
@@ -349,11 +352,22 @@ class Database:
         Otherwise the body streams after the server's go-ahead (two waits), in constant
         memory.
         """
-        if eager:
-            self._call(sql, data=list(_CopySource(stream)))
-        else:
-            self._call(sql, stream=stream)
+        self._copy(sql, stream, eager=eager)
         return self._row_count
+
+    def copy_in_then(
+        self, sql: str, stream: io.IOBase | Iterable[bytes], then: str, *, eager: bool = False
+    ) -> list[list[Any]]:
+        """``copy_in``, then the statements ``then`` (no parameters) in the same Query: no
+        round trip of their own. The rows they return; if the COPY fails they do not run
+        (a failed statement ends its Query)."""
+        rows = self._copy(f"{sql};\n{then}", stream, eager=eager)
+        return list(rows) if rows is not None else []
+
+    def _copy(self, sql: str, stream: io.IOBase | Iterable[bytes], *, eager: bool) -> Any:
+        if eager:
+            return self._call(sql, data=list(_CopySource(stream)))
+        return self._call(sql, stream=stream)
 
     def once(self, sql: str) -> None:
         """Run ``sql`` (no parameters) once on this connection, in its own transaction (so a
@@ -369,18 +383,34 @@ class Database:
         ``commit=False`` rolls back even on success: a dry run does all the work and keeps none.
         ``setup``: statements without parameters (``SET LOCAL ...``, a query) sent with the
         BEGIN, in the same round trip; the block gets the rows of the last of them.
+        ``at_commit`` in the block: a last statement that goes with the COMMIT.
         """
         rows = self._call(f"BEGIN;\n{setup}" if setup else "BEGIN")
+        self._at_commit = ""
         try:
             yield list(rows) if rows is not None else []
+            last, self._at_commit = self._at_commit, ""
+            end = "COMMIT" if commit else "ROLLBACK"
+            # One Query: if ``last`` fails, the COMMIT in it does not run (the rest of a
+            # Query is skipped after an error) and the rollback below ends the transaction.
+            self._call(f"{last};\n{end}" if last else end)
         except BaseException:
+            self._at_commit = ""
             if not self.broken:
                 try:
+                    # After a COMMIT that failed there is no transaction left: the server
+                    # only warns.
                     self._call("ROLLBACK")
                 except (InterfaceError, DatabaseError, OSError):
                     self.close()
             raise
-        self._call("COMMIT" if commit else "ROLLBACK")
+
+    def at_commit(self, statement: str) -> None:
+        """Send ``statement`` (no parameters) with this transaction's COMMIT, in its round
+        trip: it runs last, and the transaction commits only if it succeeds."""
+        if self._at_commit:
+            raise RuntimeError("one statement goes with a COMMIT")
+        self._at_commit = statement
 
     @contextmanager
     def savepoint(self, name: str, *, declared: bool = False) -> Iterator[None]:

@@ -38,27 +38,34 @@ def record_file(
     duration_ms: int,
     metadata: dict[str, Any],
     unblock: bool = False,
+    at_commit: bool = False,
 ) -> None:
     """The ledger row of a file; ``unblock``: and clear the dataset's blocked-file register
-    in the same statement (an applied file means nothing blocks the dataset)."""
-    db.run(
-        sql.RECORD_FILE_AND_UNBLOCK if unblock else sql.RECORD_FILE,
-        dataset=dataset,
-        source_key=key,
-        etag=etag,
-        export_type=export_type.value,
-        rows_read=counts.read,
-        rows_upserted=counts.upserted,
-        rows_skipped_older=counts.skipped_older,
-        rows_alarm_filtered=counts.alarm_filtered,
-        rows_sentinel_filtered=counts.sentinel_filtered,
-        rows_rejected=counts.rejected,
-        rows_duplicate=counts.duplicate_ids,
-        bytes_read=bytes_read,
-        started_at=started_at,
-        duration_ms=duration_ms,
-        metadata=json.dumps(metadata, sort_keys=True),
-    )
+    in the same statement (an applied file means nothing blocks the dataset).
+    ``at_commit``: the row goes with the transaction's COMMIT (``Database.at_commit``), in
+    its round trip, as a statement with literals (``FILE_SESSION``'s transaction)."""
+    statement = sql.RECORD_FILE_AND_UNBLOCK if unblock else sql.RECORD_FILE
+    values = {
+        "dataset": dataset,
+        "source_key": key,
+        "etag": etag,
+        "export_type": export_type.value,
+        "rows_read": counts.read,
+        "rows_upserted": counts.upserted,
+        "rows_skipped_older": counts.skipped_older,
+        "rows_alarm_filtered": counts.alarm_filtered,
+        "rows_sentinel_filtered": counts.sentinel_filtered,
+        "rows_rejected": counts.rejected,
+        "rows_duplicate": counts.duplicate_ids,
+        "bytes_read": bytes_read,
+        "started_at": started_at,
+        "duration_ms": duration_ms,
+        "metadata": json.dumps(metadata, sort_keys=True),
+    }
+    if at_commit:
+        db.at_commit(sql.with_literals(statement, **values))
+    else:
+        db.run(statement, **values)
 
 
 def mark_blocked(db: Database, dataset: str, etag: str, error: FileRejected) -> None:

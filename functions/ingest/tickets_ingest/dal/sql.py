@@ -4,7 +4,24 @@ Statements that depend on a dataset's table or a file's column order are built i
 ``dal.loader`` from validated, quoted identifiers; everything else is here, verbatim.
 """
 
+import re
+from typing import Any
+
 from pg8000.native import literal
+
+# A bind parameter: ``:name``, not the second colon of a ``::`` cast.
+_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def with_literals(statement: str, **values: Any) -> str:
+    """``statement`` with each ``:name`` replaced by its value as a literal, to be sent in a
+    simple Query with others (which takes no parameters). Quotes are doubled, as the SQL
+    standard says; only for a transaction with ``standard_conforming_strings`` on, as
+    ``FILE_SESSION`` sets it (a backslash is then an ordinary character). A ``:name``
+    without a value raises ``KeyError``, also one inside a string of the statement: ours
+    have none, and a wrong value must never be sent."""
+    return _PARAMETER.sub(lambda m: str(literal(values[m.group(1)])), statement)
+
 
 # --- migrations ------------------------------------------------------------------------
 
@@ -309,8 +326,10 @@ REJECTED_ROW_COUNT = "SELECT count(*) FROM tickets.rejected_rows WHERE dataset =
 # for a baseline's de-duplicating sort to stay in memory instead of spilling; and bounded
 # waits: a row or table lock held by another session ends this file's transaction after
 # lock_timeout (55P03), a statement stuck for any other reason after statement_timeout
-# (57014), instead of wedging the dataset. All for this transaction only.
+# (57014), instead of wedging the dataset. Strings quoted as the standard says, whatever
+# the server's or the role's default (``with_literals``). All for this transaction only.
 FILE_SESSION = """
+SET LOCAL standard_conforming_strings = on;
 SET LOCAL TimeZone = {timezone};
 SET LOCAL DateStyle = 'ISO, YMD';
 SET LOCAL work_mem = '64MB';

@@ -110,17 +110,15 @@ def apply_file(
         pause = pauses.pause_in(ctx.dataset, found) if stop_if_paused else None
         if pause is not None:
             raise DatasetPaused(ctx.dataset, pause.describe(), stopped_before=obj.key)
-        _stage(db, ctx.loader, obj.key, header, csv_body, eager=obj.size <= EAGER_COPY_BYTES)
-        timings["copy"] = _ms_since(clock)
-        reached(Step.STAGED, obj.key)
-
         (
             counts.read,
             counts.sentinel_filtered,
             counts.rejected,
             counts.alarm_filtered,
             candidates,
-        ) = db.one(ctx.sort_rows_then_savepoint)
+        ) = _stage(db, ctx, obj.key, header, csv_body, eager=obj.size <= EAGER_COPY_BYTES)
+        timings["copy"] = _ms_since(clock)
+        reached(Step.STAGED, obj.key)
         # Rows set aside: what follows changes the staging, so the savepoint is declared
         # again after it (a rollback to it must keep that). A clean file uses the first.
         declared = not counts.rejected
@@ -167,6 +165,7 @@ def apply_file(
                 **({"schema_drift": header.drift.as_metadata()} if header.drift else {}),
             },
             unblock=True,
+            at_commit=True,  # the ledger row and the COMMIT: one round trip
         )
         reached(Step.LEDGER_WRITTEN, obj.key)
     return FileResult(
@@ -183,18 +182,20 @@ def apply_file(
 
 
 def _stage(
-    db: Database, loader: TableLoader, key: str, header: HeaderPlan, body: CsvBody, *, eager: bool
-) -> None:
-    """COPY the file into ``staged_rows``; a file with unknown columns goes through its
-    own staging table first (``DriftStaging``), missing columns are simply not copied.
+    db: Database, ctx: ApplyContext, key: str, header: HeaderPlan, body: CsvBody, *, eager: bool
+) -> list[Any]:
+    """COPY the file into ``staged_rows`` and sort its rows (``sort_rows_then_savepoint``,
+    sent in the COPY's Query): the counts. A file with unknown columns goes through its own
+    staging table first (``DriftStaging``), missing columns are simply not copied.
     ``eager``: a small file, sent with its COPY statement (one round trip, not two)."""
+    loader = ctx.loader
     if not header.added:
-        _copy(db, loader.copy_statement(header.columns), key, body, eager=eager)
-        return
+        statement = loader.copy_statement(header.columns)
+        return _copy(db, statement, key, body, then=ctx.sort_rows_then_savepoint, eager=eager)
     staging = loader.drift_staging(header.columns)
     db.run(staging.create)
     _copy(db, staging.copy, key, body, column_names=staging.column_names, eager=eager)
-    db.run(staging.move)
+    return db.one(f"{staging.move};\n{ctx.sort_rows_then_savepoint}")
 
 
 def _copy(
@@ -203,13 +204,19 @@ def _copy(
     key: str,
     body: CsvBody,
     *,
+    then: str = "",
     column_names: dict[str, str] | None = None,
     eager: bool = False,
-) -> None:
+) -> list[Any]:
+    """COPY ``body``; with ``then``, those statements too, in its Query: their one row."""
     try:
-        db.copy_in(statement, body.chunks(), eager=eager)
+        if not then:
+            db.copy_in(statement, body.chunks(), eager=eager)
+            return []
+        rows = db.copy_in_then(statement, body.chunks(), then, eager=eager)
     except DatabaseError as exc:
-        # Class 22 is the data's fault (bad CSV, bad encoding); anything else is ours.
+        # Class 22 is the data's fault (bad CSV, bad encoding; ``then`` only reads what the
+        # COPY stored, with checks that do not raise); anything else is ours.
         if not sqlstate(exc).startswith("22"):
             raise
         fields = error_fields(exc)
@@ -225,6 +232,9 @@ def _copy(
             # A rescued column is staged as rescue_<n>: name it as the file does.
             column=(column_names or {}).get(column, column) if column else None,
         ) from None
+    if len(rows) != 1:
+        raise RuntimeError(f"expected one row after the COPY, got {len(rows)}")
+    return rows[0]
 
 
 def _upsert(
