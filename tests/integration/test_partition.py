@@ -129,7 +129,8 @@ def wait_until_mid_copy(env: Env, proc: subprocess.Popen[str]) -> int:
     while time.monotonic() < deadline:
         rows = db.run(
             "SELECT pid FROM pg_stat_activity WHERE application_name = :app"
-            " AND query LIKE 'COPY%' AND wait_event = 'ClientRead'",
+            # The file's Query opens with its BEGIN; the COPY in it waits for the data.
+            " AND query LIKE '%COPY % FROM STDIN%' AND wait_event = 'ClientRead'",
             app=SYNC_APP,
         )
         if rows:

@@ -22,9 +22,9 @@ from tickets_ingest.models import ExportType, RowCounts
 # Where a clean small file's round trips go, in order (the dataset lock's heartbeat runs on
 # its own connection and is not counted):
 PER_FILE = {
-    "BEGIN with the file's SET LOCALs and the pause check": 1,
-    "COPY: the statement, the file's data and its end in one write, then (same Query) set "
-    "aside rows without a usable key or updated_at, count, and SAVEPOINT": 1,
+    "BEGIN with the file's SET LOCALs, then the COPY: its statement, the file's data and its "
+    "end in one write, then (same Query) set aside rows without a usable key or updated_at, "
+    "count, SAVEPOINT, and the pause check": 1,
     "the upsert": 1,
     "the ledger row (it carries the watermark), clearing the blocked-file register, and "
     "COMMIT (one Query)": 1,
@@ -233,3 +233,46 @@ def test_a_ledger_row_at_commit_keeps_quotes_and_backslashes(env: Env) -> None:
         "SELECT etag, metadata->>'note', started_at FROM tickets.import_meta WHERE source_key = :k",
         k=f"automations/inc/changes/{hostile}.csv",
     ) == [["e'tag", hostile, datetime(2026, 6, 22, 12, 0, tzinfo=UTC)]]
+
+
+def test_a_deferred_begin_goes_with_the_first_statement(env: Env) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+    before = db.round_trips
+    with db.transaction(setup="SET LOCAL lock_timeout = '1s'", deferred=True):
+        assert db.run("SELECT current_setting('lock_timeout')") == [["1s"]]
+        # A later Query is in the same transaction (an implicit one would have ended).
+        assert db.run("SELECT current_setting('lock_timeout')") == [["1s"]]
+        db.at_commit("INSERT INTO t VALUES (1)")
+    assert db.round_trips - before == 3  # BEGIN + SET + SELECT, SELECT, INSERT + COMMIT
+    assert db.run("SELECT count(*), current_setting('lock_timeout') FROM t") == [[1, "0"]]
+
+
+def test_a_deferred_begin_whose_first_statement_fails_is_rolled_back(env: Env) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+    with pytest.raises(DatabaseError, match="integer"), db.transaction(deferred=True):
+        db.copy_in_then("COPY t FROM STDIN WITH (FORMAT csv)", [b"1\nx\n"], "SELECT 1", eager=True)
+    assert not db.broken
+    # Out of the failed transaction: a statement runs (in an aborted one it would fail).
+    assert db.run("SELECT count(*) FROM t") == [[0]]
+
+
+def test_a_deferred_begin_before_a_prepared_statement_still_opens_the_transaction(
+    env: Env,
+) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+    with pytest.raises(RuntimeError, match="changed my mind"), db.transaction(deferred=True):
+        db.run("INSERT INTO t VALUES (CAST(:a AS int))", a=1)
+        raise RuntimeError("changed my mind")
+    assert db.run("SELECT count(*) FROM t") == [[0]]  # the INSERT was in the transaction
+
+
+def test_a_deferred_transaction_that_sent_nothing_sends_no_rollback(env: Env) -> None:
+    db = env.db()
+    before = db.round_trips
+    with pytest.raises(RuntimeError), db.transaction(deferred=True):
+        raise RuntimeError("before any statement")
+    assert db.round_trips == before
+    assert db.run("SELECT 'next'") == [["next"]]

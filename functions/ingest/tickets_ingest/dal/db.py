@@ -133,7 +133,8 @@ class Database:
     - COPY goes as a simple Query too, a small body right behind it (one wait), a large
       one after the server's go-ahead (one wait for that, one for its end); statements
       without parameters can follow it in that Query (``copy_in_then``);
-    - a transaction's last statement can go with its COMMIT (``at_commit``).
+    - a transaction's BEGIN can go with its first statement (``deferred``), its last
+      statement with its COMMIT (``at_commit``).
 
     ``round_trips`` counts the waits (``tickets-devkit bench`` reports them per file).
     """
@@ -149,6 +150,7 @@ class Database:
         self._prepared: OrderedDict[str, Any] = OrderedDict()
         self._row_count = -1
         self._done_once: set[str] = set()
+        self._opening = ""  # a deferred BEGIN, not sent yet (``transaction``)
         self._at_commit = ""
         self.round_trips = 0
 
@@ -228,6 +230,12 @@ class Database:
         object, so without this a warm process would reuse a dead connection forever.
         """
         try:
+            if self._opening:  # a deferred BEGIN goes in front of the first statement
+                opening, self._opening = self._opening, ""
+                if params:  # a prepared statement: a Query of its own, then
+                    self._simple(opening)
+                else:
+                    sql = f"{opening};\n{sql}"
             if data is not None:
                 return self._copy_sent_with(sql, data)
             if stream is not None:
@@ -377,15 +385,25 @@ class Database:
             self._done_once.add(sql)
 
     @contextmanager
-    def transaction(self, *, commit: bool = True, setup: str = "") -> Iterator[list[list[Any]]]:
+    def transaction(
+        self, *, commit: bool = True, setup: str = "", deferred: bool = False
+    ) -> Iterator[list[list[Any]]]:
         """BEGIN ... COMMIT, or ROLLBACK when the block raises (if the connection lives).
 
         ``commit=False`` rolls back even on success: a dry run does all the work and keeps none.
         ``setup``: statements without parameters (``SET LOCAL ...``, a query) sent with the
         BEGIN, in the same round trip; the block gets the rows of the last of them.
+        ``deferred``: BEGIN and ``setup`` go in front of the block's first statement
+        without parameters, in its Query (``setup`` must then return no rows). A first
+        statement that fails then leaves an aborted transaction: the rollback below ends it.
         ``at_commit`` in the block: a last statement that goes with the COMMIT.
         """
-        rows = self._call(f"BEGIN;\n{setup}" if setup else "BEGIN")
+        opening = f"BEGIN;\n{setup}" if setup else "BEGIN"
+        rows: Any = None
+        if deferred:
+            self._opening = opening
+        else:
+            rows = self._call(opening)
         self._at_commit = ""
         try:
             yield list(rows) if rows is not None else []
@@ -396,7 +414,8 @@ class Database:
             self._call(f"{last};\n{end}" if last else end)
         except BaseException:
             self._at_commit = ""
-            if not self.broken:
+            never_opened, self._opening = bool(self._opening), ""
+            if not self.broken and not never_opened:
                 try:
                     # After a COMMIT that failed there is no transaction left: the server
                     # only warns.

@@ -15,7 +15,7 @@ def _pause(dataset: str, rows: list[list[object]]) -> Pause | None:
 
 
 def pause_in(dataset: str, rows: list[list[object]]) -> Pause | None:
-    """The pause in the rows of ``sql.pause_check`` (sent with a file's BEGIN)."""
+    """The pause in the rows of ``sql.pause_check`` (sent in the Query that opens a file)."""
     return _pause(dataset, rows)
 
 

@@ -66,14 +66,16 @@ class ApplyContext:
 
     @cached_property
     def sort_rows_then_savepoint(self) -> str:
-        """Set aside the rows without a usable key, count, and declare the savepoint of the
-        typed upsert, in one round trip (the savepoint keeps what the first statement did)."""
+        """Set aside the rows without a usable key, count (one row), and declare the
+        savepoint of the typed upsert (it keeps what the first statement did). Sent in the
+        COPY's Query, with the transaction's BEGIN before it: no round trip of its own."""
         return f"{self.loader.reject_bad_rows};\nSAVEPOINT {TYPED}"
 
     @cached_property
-    def file_session_unless_paused(self) -> str:
-        """The settings and, last, the dataset's pause: one round trip opens the file."""
-        return f"{self.file_session};\n{statements.pause_check(self.dataset)}"
+    def sort_rows_then_savepoint_and_pause(self) -> str:
+        """The same, then the dataset's pause (a row only if there is one): the Query that
+        opens the file also says whether an operator paused the dataset meanwhile."""
+        return f"{self.sort_rows_then_savepoint};\n{statements.pause_check(self.dataset)}"
 
 
 def apply_file(
@@ -105,10 +107,19 @@ def apply_file(
     counts = RowCounts()
     with _named_failures(obj.key):
         db.once(ctx.loader.create_staging)
-    setup = ctx.file_session_unless_paused if stop_if_paused else ctx.file_session
-    with _named_failures(obj.key), db.transaction(commit=not dry_run, setup=setup) as found:
-        pause = pauses.pause_in(ctx.dataset, found) if stop_if_paused else None
-        if pause is not None:
+    sort = (
+        ctx.sort_rows_then_savepoint_and_pause if stop_if_paused else ctx.sort_rows_then_savepoint
+    )
+    with (
+        _named_failures(obj.key),
+        # BEGIN and the settings go with the first statement, the COPY: one round trip.
+        db.transaction(commit=not dry_run, setup=ctx.file_session, deferred=True),
+    ):
+        sorted_rows, *paused = _stage(
+            db, ctx.loader, obj.key, header, csv_body, then=sort, eager=obj.size <= EAGER_COPY_BYTES
+        )
+        pause = pauses.pause_in(ctx.dataset, paused) if stop_if_paused else None
+        if pause is not None:  # nothing of the file is kept: the transaction rolls back
             raise DatasetPaused(ctx.dataset, pause.describe(), stopped_before=obj.key)
         (
             counts.read,
@@ -116,7 +127,7 @@ def apply_file(
             counts.rejected,
             counts.alarm_filtered,
             candidates,
-        ) = _stage(db, ctx, obj.key, header, csv_body, eager=obj.size <= EAGER_COPY_BYTES)
+        ) = sorted_rows
         timings["copy"] = _ms_since(clock)
         reached(Step.STAGED, obj.key)
         # Rows set aside: what follows changes the staging, so the savepoint is declared
@@ -182,20 +193,25 @@ def apply_file(
 
 
 def _stage(
-    db: Database, ctx: ApplyContext, key: str, header: HeaderPlan, body: CsvBody, *, eager: bool
-) -> list[Any]:
-    """COPY the file into ``staged_rows`` and sort its rows (``sort_rows_then_savepoint``,
-    sent in the COPY's Query): the counts. A file with unknown columns goes through its own
-    staging table first (``DriftStaging``), missing columns are simply not copied.
+    db: Database,
+    loader: TableLoader,
+    key: str,
+    header: HeaderPlan,
+    body: CsvBody,
+    *,
+    then: str,
+    eager: bool,
+) -> list[list[Any]]:
+    """COPY the file into ``staged_rows``, then ``then`` in the COPY's Query: its rows (the
+    first is the counts). A file with unknown columns goes through its own staging table
+    first (``DriftStaging``), missing columns are simply not copied.
     ``eager``: a small file, sent with its COPY statement (one round trip, not two)."""
-    loader = ctx.loader
     if not header.added:
-        statement = loader.copy_statement(header.columns)
-        return _copy(db, statement, key, body, then=ctx.sort_rows_then_savepoint, eager=eager)
+        return _copy(db, loader.copy_statement(header.columns), key, body, then=then, eager=eager)
     staging = loader.drift_staging(header.columns)
     db.run(staging.create)
     _copy(db, staging.copy, key, body, column_names=staging.column_names, eager=eager)
-    return db.one(f"{staging.move};\n{ctx.sort_rows_then_savepoint}")
+    return db.run(f"{staging.move};\n{then}")
 
 
 def _copy(
@@ -207,13 +223,13 @@ def _copy(
     then: str = "",
     column_names: dict[str, str] | None = None,
     eager: bool = False,
-) -> list[Any]:
-    """COPY ``body``; with ``then``, those statements too, in its Query: their one row."""
+) -> list[list[Any]]:
+    """COPY ``body``; with ``then``, those statements too, in its Query: their rows."""
     try:
         if not then:
             db.copy_in(statement, body.chunks(), eager=eager)
             return []
-        rows = db.copy_in_then(statement, body.chunks(), then, eager=eager)
+        return db.copy_in_then(statement, body.chunks(), then, eager=eager)
     except DatabaseError as exc:
         # Class 22 is the data's fault (bad CSV, bad encoding; ``then`` only reads what the
         # COPY stored, with checks that do not raise); anything else is ours.
@@ -232,9 +248,6 @@ def _copy(
             # A rescued column is staged as rescue_<n>: name it as the file does.
             column=(column_names or {}).get(column, column) if column else None,
         ) from None
-    if len(rows) != 1:
-        raise RuntimeError(f"expected one row after the COPY, got {len(rows)}")
-    return rows[0]
 
 
 def _upsert(
