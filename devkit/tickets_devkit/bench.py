@@ -26,14 +26,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from tickets_devkit.generator import BASELINE_ROWS, TicketStream, file_key, write_baseline_to
+from tickets_devkit.forwarder import forwarder_process
+from tickets_devkit.generator import (
+    BASELINE_ROWS,
+    StreamFile,
+    TicketStream,
+    file_key,
+    write_baseline_to,
+)
 from tickets_devkit.local import BUCKET, LocalStack, environment, local_stack
 from tickets_devkit.postgres import find_bindir
 from tickets_ingest.core.schema import COLUMN_KINDS, CSV_COLUMNS, DEFAULT_DROP_FIELDS, Kind
 from tickets_ingest.logic.runtime import Runtime
 from tickets_ingest.logic.sync import sync
-from tickets_ingest.settings import load_settings
+from tickets_ingest.settings import load_settings, parse_database_url
 
 RESULTS = Path("bench/results")
 STEPS = ("baseline", "backlog", "memory", "cold", "peer")  # `--only` names, in run order
@@ -128,11 +136,13 @@ class Bench:
             prepare()
         return self.psql_seconds(_reference_script(body))
 
-    def psql_seconds(self, script: str) -> float:
-        """Run ``script`` in one psql session; the sum of the times psql itself reports."""
+    def psql_seconds(self, script: str, *, url: str | None = None) -> float:
+        """Run ``script`` in one psql session (to ``url``, else the stack's PostgreSQL);
+        the sum of the times psql itself reports."""
         psql = find_bindir() / "psql"
+        target = url or self.stack.database_url
         done = subprocess.run(
-            [str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.stack.database_url],
+            [str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", target],
             input=script,
             capture_output=True,
             text=True,
@@ -304,9 +314,18 @@ def bench_baseline_and_updates(bench: Bench, rows: int, seed: int) -> None:
     bench.compare("small delta, 131 rows into the full table", delta_path, "report ms")
 
 
-def bench_backlog(bench: Bench, files: int, latency_ms: float, seed: int) -> None:
+# Held in each direction by the forwarder between the sync (and psql) and PostgreSQL. With
+# the forwarder's own hop a round trip comes to ~0.5-1 ms, as to a database across a network
+# from the function; the row says what it measured.
+DB_DELAY_MS = 0.25
+
+
+def bench_backlog(
+    bench: Bench, files: int, latency_ms: float, seed: int, db_delay_ms: float = DB_DELAY_MS
+) -> None:
     """A backlog of small deltas in one sync (the sync minus a no-op sync's time), against
-    psql applying the same files one transaction each; and again with S3 latency added."""
+    psql applying the same files one transaction each; again with S3 latency added; and
+    again, against psql again, with a network between both and the database."""
     stream = TicketStream("inc", seed=seed)
     baseline = stream.baseline(500)
     deltas = [stream.delta(1 + (i * 7) % 50, minutes_later=1) for i in range(files)]
@@ -318,33 +337,12 @@ def bench_backlog(bench: Bench, files: int, latency_ms: float, seed: int) -> Non
     for latency in (0.0, latency_ms / 1000):
         timings = []
         for _ in range(min(bench.runs, 3)):  # each run is a whole backlog; three suffice
-            bench.reset()
-            s3 = bench.stack.s3()
-            s3.put_object(Bucket=BUCKET, Key=baseline.key, Body=baseline.body)
-            runtime = bench.runtime()
-            sync(runtime, "inc")
-            for delta in deltas:
-                s3.put_object(Bucket=BUCKET, Key=delta.key, Body=delta.body)
-            _install_latency(runtime, latency)
-            trips = runtime.db().round_trips
-            with S3Requests(runtime.bucket.client) as sent:
-                cpu = bench.cpu_seconds()
-                clock = time.perf_counter()
-                report = sync(runtime, "inc")
-                elapsed = time.perf_counter() - clock
-                if latency == 0:
-                    cpu_used.append(Counter(bench.cpu_seconds()) - Counter(cpu))
-            trips = runtime.db().round_trips - trips
-            requests.append(sent)
-            clock = time.perf_counter()
-            sync(runtime, "inc")  # nothing left: what any sync costs, whatever it applies
-            idle = time.perf_counter() - clock
-            timings.append(elapsed - idle)
-            runtime.close()
-            if len(report.applied) != files or len(report.archived) != files:
-                raise RuntimeError("backlog run did not apply and archive every file")
+            run = _backlog_run(bench, baseline, deltas, latency)
+            timings.append(run.seconds)
+            requests.append(run.requests)
             if latency == 0:
-                round_trips.append(trips / files)
+                cpu_used.append(run.cpu)
+                round_trips.append(run.round_trips / files)
         results.append(f"{files / statistics.median(timings):.0f} files/s")
         per_file.append(statistics.median(timings) / files)
     bench.billed["backlog_file"] = per_file[1]  # with S3 latency: as from the bucket's region
@@ -370,6 +368,97 @@ def bench_backlog(bench: Bench, files: int, latency_ms: float, seed: int) -> Non
             note="each request botocore sent during the sync, by operation",
         )
     )
+    _backlog_over_a_network(bench, baseline, deltas, db_delay_ms)
+
+
+def _backlog_over_a_network(
+    bench: Bench, baseline: StreamFile, deltas: list[StreamFile], delay_ms: float
+) -> None:
+    """The backlog with every database round trip made longer, for ours and psql alike:
+    where the lab's loopback hides what each round trip costs."""
+    files = len(deltas)
+    target = parse_database_url(bench.stack.database_url)
+    with forwarder_process((target.host, target.port), delay=delay_ms / 1000) as port:
+        url = _via(bench.stack.database_url, port)
+        with environment({"DATABASE_URL": url}):
+            rtt = _round_trip_seconds(bench.runtime())
+            timings = [
+                _backlog_run(bench, baseline, deltas, 0.0).seconds
+                for _ in range(min(bench.runs, 3))
+            ]
+        reference = _backlog_reference(bench, baseline.body, [d.body for d in deltas], url=url)
+    direct = _round_trip_seconds(bench.runtime())
+    ours = statistics.median(timings) / files
+    bench.rows.append(
+        Row(
+            f"that backlog, {delay_ms:g} ms added each way to every database round trip",
+            f"{ours * 1000:.1f} ms/file ({1 / ours:.0f} files/s)",
+            f"{reference / files * 1000:.1f} ms/file",
+            f"{ours / (reference / files):.2f}",
+            target="report",
+            note=f"ours and psql through the same TCP hop: a round trip (SELECT 1) "
+            f"{rtt * 1000:.2f} ms, {direct * 1000:.2f} ms without it; as to a database "
+            "across a network from the function",
+        )
+    )
+
+
+def _via(database_url: str, port: int) -> str:
+    """``database_url`` with its port replaced (the forwarder listens on 127.0.0.1)."""
+    parts = urlsplit(database_url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) > 1 else host))
+
+
+def _round_trip_seconds(runtime: Runtime, samples: int = 200) -> float:
+    try:
+        db = runtime.db()
+        times = []
+        for _ in range(samples):
+            clock = time.perf_counter()
+            db.run("SELECT 1")
+            times.append(time.perf_counter() - clock)
+        return statistics.median(times)
+    finally:
+        runtime.close()
+
+
+@dataclass
+class _BacklogRun:
+    seconds: float  # the sync minus a no-op sync
+    round_trips: int
+    requests: S3Requests
+    cpu: Counter[str]
+
+
+def _backlog_run(
+    bench: Bench, baseline: StreamFile, deltas: list[StreamFile], s3_latency: float
+) -> _BacklogRun:
+    """One whole backlog: the baseline synced (not timed), the deltas put, one timed sync."""
+    bench.reset()
+    s3 = bench.stack.s3()
+    s3.put_object(Bucket=BUCKET, Key=baseline.key, Body=baseline.body)
+    runtime = bench.runtime()
+    sync(runtime, "inc")
+    for delta in deltas:
+        s3.put_object(Bucket=BUCKET, Key=delta.key, Body=delta.body)
+    _install_latency(runtime, s3_latency)
+    trips = runtime.db().round_trips
+    with S3Requests(runtime.bucket.client) as sent:
+        cpu = bench.cpu_seconds()
+        clock = time.perf_counter()
+        report = sync(runtime, "inc")
+        elapsed = time.perf_counter() - clock
+        cpu_used = Counter(bench.cpu_seconds()) - Counter(cpu)
+    trips = runtime.db().round_trips - trips
+    clock = time.perf_counter()
+    sync(runtime, "inc")  # nothing left: what any sync costs, whatever it applies
+    idle = time.perf_counter() - clock
+    runtime.close()
+    if len(report.applied) != len(deltas) or len(report.archived) != len(deltas):
+        raise RuntimeError("backlog run did not apply and archive every file")
+    return _BacklogRun(elapsed - idle, trips, sent, cpu_used)
 
 
 def _cpu_note(samples: list[Counter[str]], files: int) -> str:
@@ -384,9 +473,12 @@ def _cpu_note(samples: list[Counter[str]], files: int) -> str:
     return f"CPU per file: {', '.join(parts)} (on {os.cpu_count()} CPUs)"
 
 
-def _backlog_reference(bench: Bench, baseline: bytes, deltas: list[bytes]) -> float:
+def _backlog_reference(
+    bench: Bench, baseline: bytes, deltas: list[bytes], *, url: str | None = None
+) -> float:
     """Seconds psql reports for applying ``deltas`` one transaction each (\\copy into a
-    temp table + the upsert + commit), after the baseline (not timed)."""
+    temp table + the upsert + commit), after the baseline (not timed); ``url``: connected
+    there instead of straight to the stack's PostgreSQL."""
     bench.reset()
     paths = []
     for index, body in enumerate([baseline, *deltas]):
@@ -394,7 +486,8 @@ def _backlog_reference(bench: Bench, baseline: bytes, deltas: list[bytes]) -> fl
         path.write_bytes(body)
         paths.append(path)
     bench.reference(paths[0])
-    seconds = bench.psql_seconds("".join(_reference_script(path) for path in paths[1:]))
+    script = "".join(_reference_script(path) for path in paths[1:])
+    seconds = bench.psql_seconds(script, url=url)
     for path in paths:
         path.unlink()
     return seconds

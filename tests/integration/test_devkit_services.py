@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tickets_devkit.emulator import LocalAws, start_aws
+from tickets_devkit.forwarder import forwarder_process
 from tickets_devkit.postgres import LocalPostgres, start_postgres
 
 
@@ -211,3 +212,20 @@ def test_stopping_the_emulator_closes_its_kept_connections() -> None:
     with pytest.raises((http.client.HTTPException, OSError)):
         _s3_request(con, "GET", "/")
     con.close()
+
+
+def test_the_bench_network_hop_holds_each_direction_for_its_delay() -> None:
+    """``forwarder_process``: a hop in its own process that passes bytes both ways, each
+    held at least ``delay`` (what `make bench` puts between the sync and the database)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        target = ("127.0.0.1", int(server.getsockname()[1]))
+        with forwarder_process(target, delay=0.05) as port:
+            client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            peer, _ = server.accept()
+            with client, peer:
+                clock = time.monotonic()
+                client.sendall(b"ping")
+                assert peer.recv(16) == b"ping"
+                peer.sendall(b"pong")
+                assert client.recv(16) == b"pong"
+                assert time.monotonic() - clock >= 0.1  # held once each way

@@ -31,7 +31,7 @@ import pytest
 from tests.conftest import Env
 from tests.support import faults, netns
 from tests.support.faults import DATASET, REPO
-from tests.support.forwarder import Forwarder
+from tickets_devkit.forwarder import Forwarder
 from tickets_devkit.generator import StreamFile, TicketStream
 from tickets_devkit.postgres import LocalPostgres, start_postgres
 from tickets_ingest import failpoints
