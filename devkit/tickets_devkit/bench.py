@@ -821,6 +821,7 @@ class Options:
     results: Path = RESULTS
     readme: bool = False
     only: tuple[str, ...] = ()  # step names (STEPS); empty: every step
+    db_delay_ms: float = DB_DELAY_MS  # held each way on the backlog's database hop
 
 
 def run(options: Options) -> list[Row]:
@@ -834,7 +835,7 @@ def run(options: Options) -> list[Row]:
         steps: dict[str, Callable[[], None]] = {
             "baseline": lambda: bench_baseline_and_updates(bench, options.rows, options.seed),
             "backlog": lambda: bench_backlog(
-                bench, options.backlog_files, options.latency_ms, options.seed
+                bench, options.backlog_files, options.latency_ms, options.seed, options.db_delay_ms
             ),
             "memory": lambda: bench_memory(bench, options.memory_rows, options.seed),
             "cold": lambda: bench_cold_start(bench),
@@ -873,6 +874,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=defaults.runs)
     parser.add_argument("--backlog-files", type=int, default=defaults.backlog_files)
     parser.add_argument("--latency-ms", type=float, default=defaults.latency_ms)
+    parser.add_argument(
+        "--db-delay-ms",
+        type=float,
+        default=defaults.db_delay_ms,
+        help="held each way on the database hop of the backlog's third run",
+    )
     parser.add_argument("--memory-rows", type=int, default=defaults.memory_rows)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--results", type=Path, default=defaults.results)
@@ -914,6 +921,7 @@ def main(argv: list[str] | None = None) -> int:
             args.results,
             args.readme,
             args.only,
+            args.db_delay_ms,
         )
     )
     return 0
