@@ -321,7 +321,7 @@ DB_DELAY_MS = 0.25
 
 
 def bench_backlog(
-    bench: Bench, files: int, latency_ms: float, seed: int, db_delay_ms: float = DB_DELAY_MS
+    bench: Bench, files: int, latency_ms: float, seed: int, db_delay_ms: float
 ) -> None:
     """A backlog of small deltas in one sync (the sync minus a no-op sync's time), against
     psql applying the same files one transaction each; again with S3 latency added; and

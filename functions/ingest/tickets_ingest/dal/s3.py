@@ -135,8 +135,9 @@ def make_client(policy: RetryPolicy | None = None) -> Any:
 _ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{3}|\.\d{6})?Z")
 _HTTP_DATE = re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT")
 _botocore_parse_timestamp = botocore.utils.parse_timestamp
-# The UTC botocore's parser returns (dateutil's), so a parsed value is the same object.
-_UTC = _botocore_parse_timestamp("1970-01-01T00:00:00Z").tzinfo
+# dateutil's UTC, as botocore's parser gives it (an explicit one: derived from a parse it
+# would be tzlocal wherever the machine's zone is named UTC).
+_UTC = botocore.utils.tzutc()
 
 
 def parse_timestamp(value: Any) -> datetime:
