@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import Env
 from tests.support.rows import csv_bytes, key, row
 from tickets_ingest.dal import ledger
-from tickets_ingest.dal.db import DatabaseError
+from tickets_ingest.dal.db import Behind, DatabaseError, sqlstate
 from tickets_ingest.dal.sql import file_session
 from tickets_ingest.logic.sync import sync
 from tickets_ingest.models import ExportType, RowCounts
@@ -24,8 +24,8 @@ from tickets_ingest.models import ExportType, RowCounts
 PER_FILE = {
     "BEGIN with the file's SET LOCALs, then the COPY: its statement, the file's data and its "
     "end in one write, then (same Query) set aside rows without a usable key or updated_at, "
-    "count, SAVEPOINT, and the pause check": 1,
-    "the upsert": 1,
+    "count, SAVEPOINT, and the pause check; then, pipelined behind that Query in the same "
+    "write, the upsert (prepared)": 1,
     "the ledger row (it carries the watermark), clearing the blocked-file register, and "
     "COMMIT (one Query)": 1,
 }
@@ -276,3 +276,132 @@ def test_a_deferred_transaction_that_sent_nothing_sends_no_rollback(env: Env) ->
         raise RuntimeError("before any statement")
     assert db.round_trips == before
     assert db.run("SELECT 'next'") == [["next"]]
+
+
+def test_a_statement_behind_a_copy_runs_in_its_round_trip(env: Env) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+    insert = Behind("INSERT INTO t SELECT CAST(:n AS int) + max(a) FROM t RETURNING a", {"n": 10})
+    db.run("SELECT 1 FROM t WHERE a = CAST(:n AS int)", n=0)  # warm: prepare is one trip
+    with db.transaction(deferred=True):
+        db.copy_in_then("COPY t FROM STDIN WITH (FORMAT csv)", [b"0\n"], "SELECT 0", eager=True)
+        db.run("TRUNCATE t")
+        db.run("SELECT 1 FROM t")  # the transaction is open now: no deferred BEGIN below
+        before = db.round_trips
+        rows = db.copy_in_then(
+            "COPY t FROM STDIN WITH (FORMAT csv)",
+            [b"1\n2\n"],
+            "SELECT count(*) FROM t;\nSAVEPOINT ahead",
+            eager=True,
+            behind=insert,
+        )
+        # prepared, then the COPY, its statements and the one behind: one wait
+        assert db.round_trips - before == 2
+        assert rows == [[2]]  # the Query's rows only
+        assert insert.rows == [[12]] and insert.error is None  # it saw what the COPY stored
+        assert insert.one() == [12]
+        assert db.run("SELECT array_agg(a ORDER BY a) FROM t") == [[[1, 2, 12]]]  # in step
+        before = db.round_trips
+        db.copy_in_then(
+            "COPY t FROM STDIN WITH (FORMAT csv)", [b"3\n"], "SELECT 1", eager=True, behind=insert
+        )
+        assert db.round_trips - before == 1  # prepared once per connection
+    assert db.run("SELECT array_agg(a ORDER BY a) FROM t") == [[[1, 2, 3, 12, 22]]]
+
+
+def test_a_statement_behind_a_copy_that_fails_finds_the_transaction_aborted(env: Env) -> None:
+    """A COPY that fails leaves the statement behind it nothing to do, even as the Query
+    that opened the transaction: it never runs (nor commits) on its own."""
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+    db.run("CREATE TEMP TABLE ran (a int)")
+    insert = Behind("INSERT INTO ran VALUES (CAST(:n AS int)) RETURNING a", {"n": 1})
+    with pytest.raises(DatabaseError, match="integer") as raised, db.transaction(deferred=True):
+        db.copy_in_then(
+            "COPY t FROM STDIN WITH (FORMAT csv)",
+            [b"1\nnot a number\n"],
+            "SELECT 1",
+            eager=True,
+            behind=insert,
+        )
+    assert sqlstate(raised.value) == "22P02"  # the COPY's own error, line and all
+    assert sqlstate(insert.error) == "25P02"  # in_failed_sql_transaction: it did nothing
+    assert not db.broken
+    assert db.run("SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM ran)") == [[0, 0]]
+
+
+def test_a_statement_behind_a_copy_keeps_its_own_error(env: Env) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a text)")
+    cast = Behind("SELECT CAST(a AS int) + CAST(:n AS int) FROM t", {"n": 1})
+    with db.transaction(deferred=True):
+        rows = db.copy_in_then(
+            "COPY t FROM STDIN WITH (FORMAT csv)",
+            [b"1\nx\n"],
+            "SELECT count(*) FROM t;\nSAVEPOINT ahead",
+            eager=True,
+            behind=cast,
+        )
+        assert rows == [[2]]  # the COPY and its Query succeeded
+        assert cast.rows is None and sqlstate(cast.error) == "22P02"
+        with pytest.raises(DatabaseError, match="integer"):
+            cast.one()
+        db.run("ROLLBACK TO SAVEPOINT ahead")  # the COPY's work is kept
+        assert db.run("SELECT count(*) FROM t") == [[2]]
+    assert db.run("SELECT count(*) FROM t") == [[2]]
+
+
+def test_a_statement_behind_a_copy_needs_a_transaction(env: Env) -> None:
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+    insert = Behind("INSERT INTO t VALUES (CAST(:n AS int))", {"n": 1})
+    with pytest.raises(RuntimeError, match="transaction"):
+        db.copy_in_then(
+            "COPY t FROM STDIN WITH (FORMAT csv)", [b"1\n"], "SELECT 1", eager=True, behind=insert
+        )
+    with pytest.raises(ValueError, match="sent with its data"), db.transaction():
+        db.copy_in_then("COPY t FROM STDIN WITH (FORMAT csv)", [b"1\n"], "SELECT 1", behind=insert)
+    assert not db.broken
+    assert db.run("SELECT count(*) FROM t") == [[0]]  # nothing was sent
+
+
+def test_a_statement_behind_a_copy_is_prepared_under_the_transactions_lock_timeout(
+    env: Env,
+) -> None:
+    """Preparing reads the definitions of the tables the statement names, so it waits for
+    their locks: it happens inside the transaction, where lock_timeout bounds it."""
+    db = env.db()
+    db.run("CREATE TABLE behind_locked (a int)")
+    other = env.db()
+    try:
+        db.run("CREATE TEMP TABLE t (a int)")
+        other.run("BEGIN")
+        other.run("LOCK TABLE behind_locked IN ACCESS EXCLUSIVE MODE")
+        insert = Behind("INSERT INTO behind_locked VALUES (CAST(:n AS int))", {"n": 1})
+        with (
+            pytest.raises(DatabaseError, match="lock timeout") as raised,
+            db.transaction(setup="SET LOCAL lock_timeout = '200ms'", deferred=True),
+        ):
+            db.copy_in_then(
+                "COPY t FROM STDIN WITH (FORMAT csv)",
+                [b"1\n"],
+                "SELECT 1",
+                eager=True,
+                behind=insert,
+            )
+        assert sqlstate(raised.value) == "55P03"
+        assert not db.broken
+        other.run("ROLLBACK")
+        with db.transaction(setup="SET LOCAL lock_timeout = '200ms'", deferred=True):
+            db.copy_in_then(
+                "COPY t FROM STDIN WITH (FORMAT csv)",
+                [b"1\n"],
+                "SELECT 1",
+                eager=True,
+                behind=insert,
+            )
+        assert insert.error is None
+        assert db.run("SELECT count(*) FROM behind_locked") == [[1]]
+    finally:
+        other.run("ROLLBACK")
+        db.run("DROP TABLE behind_locked")

@@ -15,6 +15,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tickets_ingest.dal import sql
 from tickets_ingest.settings import ConnectionParams, parse_database_url
 
 __all__ = [
+    "Behind",
     "ConnectionParams",
     "Database",
     "DatabaseError",
@@ -105,6 +107,27 @@ def _data_sent_already(_data: bytes, _context: Any) -> None:
     """The server's go-ahead for a COPY whose data went with the statement."""
 
 
+@dataclass
+class Behind:
+    """A statement with parameters sent behind a COPY's Query, in its round trip
+    (``Database.copy_in_then``). It runs after the Query's statements, in their
+    transaction; if one of them failed, it finds that transaction aborted and does nothing.
+    ``rows`` or ``error`` say what it did."""
+
+    sql: str
+    params: dict[str, Any] = field(default_factory=dict)
+    rows: list[list[Any]] | None = None
+    error: Exception | None = None
+
+    def one(self) -> list[Any]:
+        """Its one row; raises the error it met instead."""
+        if self.error is not None:
+            raise self.error
+        if self.rows is None or len(self.rows) != 1:
+            raise RuntimeError(f"expected one row, got {self.rows!r}")
+        return self.rows[0]
+
+
 class _CopySource:
     """COPY data for pg8000, noting whether all of it was handed over (pg8000 then sends
     CopyDone and Sync)."""
@@ -132,7 +155,8 @@ class Database:
       (``transaction(setup=...)``);
     - COPY goes as a simple Query too, a small body right behind it (one wait), a large
       one after the server's go-ahead (one wait for that, one for its end); statements
-      without parameters can follow it in that Query (``copy_in_then``);
+      without parameters can follow it in that Query, and a prepared statement can be
+      pipelined behind it, in the same wait (``copy_in_then``);
     - a transaction's BEGIN can go with its first statement (``deferred``), its last
       statement with its COMMIT (``at_commit``).
 
@@ -222,7 +246,13 @@ class Database:
         self._dead = True
 
     def _call(
-        self, sql: str, *, stream: Any = None, data: list[bytes] | None = None, **params: Any
+        self,
+        sql: str,
+        *,
+        stream: Any = None,
+        data: list[bytes] | None = None,
+        behind: Behind | None = None,
+        **params: Any,
     ) -> Any:
         """Every statement goes through here: a network failure marks the connection dead.
 
@@ -230,6 +260,16 @@ class Database:
         object, so without this a warm process would reuse a dead connection forever.
         """
         try:
+            pipelined = None
+            if behind is not None:
+                if self._opening and behind.sql not in self._prepared:
+                    # Prepared in the transaction, the first time only (a round trip of its
+                    # own, the BEGIN before it): preparing waits for the locks of the
+                    # tables it reads, which must be bounded by the transaction's
+                    # lock_timeout as any statement of it is.
+                    opening, self._opening = self._opening, ""
+                    self._simple(opening)
+                pipelined = self._statement(behind.sql)
             if self._opening:  # a deferred BEGIN goes in front of the first statement
                 opening, self._opening = self._opening, ""
                 if params:  # a prepared statement: a Query of its own, then
@@ -237,7 +277,7 @@ class Database:
                 else:
                     sql = f"{opening};\n{sql}"
             if data is not None:
-                return self._copy_sent_with(sql, data)
+                return self._copy_sent_with(sql, data, behind, pipelined)
             if stream is not None:
                 return self._simple(sql, stream=stream, waits=2)
             if not params:
@@ -280,18 +320,37 @@ class Database:
         self._row_count = context.row_count
         return context.rows
 
-    def _copy_sent_with(self, sql: str, data: list[bytes]) -> Any:
+    def _copy_sent_with(
+        self,
+        sql: str,
+        data: list[bytes],
+        behind: Behind | None = None,
+        pipelined: Any = None,
+    ) -> Any:
         """The COPY statement, its data and CopyDone in one write, then one wait. No Sync
         (that is for the extended protocol): one ReadyForQuery ends it, after success or
         error alike. pg8000 would answer the server's CopyInResponse by sending data, so its
-        handler is swapped for one that does nothing while this statement runs."""
+        handler is swapped for one that does nothing while this statement runs.
+
+        ``behind`` (prepared as ``pipelined``): its Bind, Execute and Sync go in the same
+        write, after the Query; the server runs it once the Query is done, and its answer
+        follows the Query's, ending with its own ReadyForQuery. Both answers are read
+        before either error is raised, so the connection stays in step."""
         con = self._con
+        if behind is not None and not (self._in_transaction() or sql.startswith("BEGIN")):
+            # Outside a transaction it would run (and commit) even after the Query failed.
+            raise RuntimeError("a statement behind a COPY needs the COPY's transaction")
         context = pg8000.core.Context(sql)
         self.round_trips += 1
         con.send_QUERY(sql)
         for piece in data:
             con._send_message(pg8000.core.COPY_DATA, piece)
         con._send_message(pg8000.core.COPY_DONE, b"")
+        if behind is not None:
+            values = pipelined.make_vals(behind.params)
+            con.send_BIND(pipelined.name_bin, pg8000.core.make_params(con.py_types, values))
+            con.send_EXECUTE()
+            pg8000.core._write(con._sock, pg8000.core.SYNC_MSG)
         try:
             con._sock.flush()
         except AttributeError:  # pg8000 set _sock to None: the connection is closed
@@ -300,10 +359,29 @@ class Database:
         handlers[pg8000.core.COPY_IN_RESPONSE] = _data_sent_already
         try:
             con.handle_messages(context)
+        except DatabaseError as error:
+            query_error: Exception | None = error
+        else:
+            query_error = None
         finally:
             handlers[pg8000.core.COPY_IN_RESPONSE] = con.handle_COPY_IN_RESPONSE
+        if behind is not None:
+            answer = pg8000.core.Context(
+                pipelined.statement, columns=pipelined.cols, input_funcs=pipelined.input_funcs
+            )
+            try:
+                con.handle_messages(answer)
+            except DatabaseError as error:  # a lost connection is raised: _call sees it
+                behind.rows, behind.error = None, error
+            else:
+                behind.rows, behind.error = list(answer.rows or []), None
+        if query_error is not None:
+            raise query_error
         self._row_count = context.row_count
         return context.rows
+
+    def _in_transaction(self) -> bool:
+        return bool(self._con._transaction_status == pg8000.core.IN_TRANSACTION)
 
     def _after_copy(self, copy: _CopySource) -> None:
         """pg8000 ends the data with CopyDone and a Sync, made for the extended protocol;
@@ -314,7 +392,9 @@ class Database:
         else:
             self.close()
 
-    def _execute_prepared(self, sql: str, params: dict[str, Any]) -> Any:
+    def _statement(self, sql: str) -> Any:
+        """``sql`` prepared on this connection (once; the least recently used beyond
+        ``PREPARED_LIMIT`` is closed)."""
         statement = self._prepared.get(sql)
         if statement is None:
             self.round_trips += 1
@@ -327,6 +407,10 @@ class Database:
                 oldest.close()
         else:
             self._prepared.move_to_end(sql)
+        return statement
+
+    def _execute_prepared(self, sql: str, params: dict[str, Any]) -> Any:
+        statement = self._statement(sql)
         self.round_trips += 1
         rows = statement.run(**params)
         self._row_count = statement._context.row_count  # pg8000 keeps it there
@@ -364,17 +448,37 @@ class Database:
         return self._row_count
 
     def copy_in_then(
-        self, sql: str, stream: io.IOBase | Iterable[bytes], then: str, *, eager: bool = False
+        self,
+        sql: str,
+        stream: io.IOBase | Iterable[bytes],
+        then: str,
+        *,
+        eager: bool = False,
+        behind: Behind | None = None,
     ) -> list[list[Any]]:
         """``copy_in``, then the statements ``then`` (no parameters) in the same Query: no
         round trip of their own. The rows they return; if the COPY fails they do not run
-        (a failed statement ends its Query)."""
-        rows = self._copy(f"{sql};\n{then}", stream, eager=eager)
+        (a failed statement ends its Query).
+
+        ``behind`` (an ``eager`` COPY in a transaction only): a statement with parameters
+        pipelined after the Query, in the same round trip; it finds the transaction
+        aborted if the Query failed. What it did is left in it, whatever the Query did.
+        """
+        if behind is not None and not eager:
+            raise ValueError("only a COPY sent with its data has a statement behind it")
+        rows = self._copy(f"{sql};\n{then}", stream, eager=eager, behind=behind)
         return list(rows) if rows is not None else []
 
-    def _copy(self, sql: str, stream: io.IOBase | Iterable[bytes], *, eager: bool) -> Any:
+    def _copy(
+        self,
+        sql: str,
+        stream: io.IOBase | Iterable[bytes],
+        *,
+        eager: bool,
+        behind: Behind | None = None,
+    ) -> Any:
         if eager:
-            return self._call(sql, data=list(_CopySource(stream)))
+            return self._call(sql, data=list(_CopySource(stream)), behind=behind)
         return self._call(sql, stream=stream)
 
     def once(self, sql: str) -> None:

@@ -19,7 +19,7 @@ from tickets_ingest.core.csvstream import CsvBody
 from tickets_ingest.core.schema import COLUMN_KINDS, HeaderPlan, plan_header
 from tickets_ingest.dal import ledger, pauses
 from tickets_ingest.dal import sql as statements
-from tickets_ingest.dal.db import Database, DatabaseError, error_fields, sqlstate
+from tickets_ingest.dal.db import Behind, Database, DatabaseError, error_fields, sqlstate
 from tickets_ingest.dal.loader import TableLoader
 from tickets_ingest.dal.retry import connection_lost
 from tickets_ingest.errors import DatasetPaused, FileFailed, FileRejected
@@ -110,13 +110,22 @@ def apply_file(
     sort = (
         ctx.sort_rows_then_savepoint_and_pause if stop_if_paused else ctx.sort_rows_then_savepoint
     )
+    eager = obj.size <= EAGER_COPY_BYTES
+    # A small file's upsert goes ahead, behind its COPY in the same round trip, as for a
+    # clean file (most are): it runs after the savepoint, so if the file turns out to have
+    # rows set aside, or a value that does not cast, it is rolled back and redone below.
+    ahead = (
+        Behind(_upsert_statement(ctx, header, rejected=False), _upsert_params(ctx, source_key))
+        if eager and not header.added
+        else None
+    )
     with (
         _named_failures(obj.key),
         # BEGIN and the settings go with the first statement, the COPY: one round trip.
         db.transaction(commit=not dry_run, setup=ctx.file_session, deferred=True),
     ):
         sorted_rows, *paused = _stage(
-            db, ctx.loader, obj.key, header, csv_body, then=sort, eager=obj.size <= EAGER_COPY_BYTES
+            db, ctx.loader, obj.key, header, csv_body, then=sort, eager=eager, behind=ahead
         )
         pause = pauses.pause_in(ctx.dataset, paused) if stop_if_paused else None
         if pause is not None:  # nothing of the file is kept: the transaction rolls back
@@ -128,8 +137,13 @@ def apply_file(
             counts.alarm_filtered,
             candidates,
         ) = sorted_rows
+        # With the upsert gone ahead, "copy" is the COPY's round trip, upsert included.
         timings["copy"] = _ms_since(clock)
         reached(Step.STAGED, obj.key)
+        if ahead is not None and counts.rejected:
+            # It took rows that are now set aside: undo it (or the failure it met).
+            db.run(f"ROLLBACK TO SAVEPOINT {TYPED}")
+            ahead = None
         # Rows set aside: what follows changes the staging, so the savepoint is declared
         # again after it (a rollback to it must keep that). A clean file uses the first.
         declared = not counts.rejected
@@ -139,7 +153,9 @@ def apply_file(
 
         try:
             with db.savepoint(TYPED, declared=declared):
-                _upsert(db, ctx, source_key, header, counts, candidates=candidates)
+                # What went ahead counts as this upsert: its error is raised here, so the
+                # savepoint rolls it back and a value that does not cast is found below.
+                _upsert(db, ctx, source_key, header, counts, candidates=candidates, ahead=ahead)
         except DatabaseError as exc:
             if not sqlstate(exc).startswith("22"):
                 raise
@@ -201,13 +217,25 @@ def _stage(
     *,
     then: str,
     eager: bool,
+    behind: Behind | None = None,
 ) -> list[list[Any]]:
     """COPY the file into ``staged_rows``, then ``then`` in the COPY's Query: its rows (the
     first is the counts). A file with unknown columns goes through its own staging table
     first (``DriftStaging``), missing columns are simply not copied.
-    ``eager``: a small file, sent with its COPY statement (one round trip, not two)."""
+    ``eager``: a small file, sent with its COPY statement (one round trip, not two);
+    ``behind``: a statement pipelined after that round trip's Query (no drift staging)."""
     if not header.added:
-        return _copy(db, loader.copy_statement(header.columns), key, body, then=then, eager=eager)
+        return _copy(
+            db,
+            loader.copy_statement(header.columns),
+            key,
+            body,
+            then=then,
+            eager=eager,
+            behind=behind,
+        )
+    if behind is not None:
+        raise ValueError("a file with unknown columns stages twice: nothing goes behind")
     staging = loader.drift_staging(header.columns)
     db.run(staging.create)
     _copy(db, staging.copy, key, body, column_names=staging.column_names, eager=eager)
@@ -223,16 +251,18 @@ def _copy(
     then: str = "",
     column_names: dict[str, str] | None = None,
     eager: bool = False,
+    behind: Behind | None = None,
 ) -> list[list[Any]]:
     """COPY ``body``; with ``then``, those statements too, in its Query: their rows."""
     try:
         if not then:
             db.copy_in(statement, body.chunks(), eager=eager)
             return []
-        return db.copy_in_then(statement, body.chunks(), then, eager=eager)
+        return db.copy_in_then(statement, body.chunks(), then, eager=eager, behind=behind)
     except DatabaseError as exc:
         # Class 22 is the data's fault (bad CSV, bad encoding; ``then`` only reads what the
-        # COPY stored, with checks that do not raise); anything else is ours.
+        # COPY stored, with checks that do not raise); anything else is ours. What goes
+        # ``behind`` keeps its own error: this is the Query's.
         if not sqlstate(exc).startswith("22"):
             raise
         fields = error_fields(exc)
@@ -258,21 +288,30 @@ def _upsert(
     counts: RowCounts,
     *,
     candidates: int,
+    ahead: Behind | None = None,
 ) -> None:
-    statement = ctx.loader.upsert(
-        exclude_rejected=counts.rejected > 0,
+    """Upsert the staged rows (or take the answer of the upsert that went ``ahead``)."""
+    if ahead is None:
+        statement = _upsert_statement(ctx, header, rejected=counts.rejected > 0)
+        distinct_ids, written = db.one(statement, **_upsert_params(ctx, key))
+    else:
+        distinct_ids, written = ahead.one()
+    counts.upserted = written
+    counts.duplicate_ids = candidates - distinct_ids
+    counts.skipped_older = distinct_ids - written
+
+
+def _upsert_statement(ctx: ApplyContext, header: HeaderPlan, *, rejected: bool) -> str:
+    return ctx.loader.upsert(
+        exclude_rejected=rejected,
         # A clean file takes the statement of every stored column; a drifting one, its own.
         file_columns=header.columns if header.missing else None,
         rescue=bool(header.added),
     )
-    distinct_ids, written = db.one(
-        statement,
-        aliases=ctx.aliases_json,
-        source_key=key,
-    )
-    counts.upserted = written
-    counts.duplicate_ids = candidates - distinct_ids
-    counts.skipped_older = distinct_ids - written
+
+
+def _upsert_params(ctx: ApplyContext, key: str) -> dict[str, Any]:
+    return {"aliases": ctx.aliases_json, "source_key": key}
 
 
 def _set_aside_superseded(db: Database, ctx: ApplyContext, counts: RowCounts) -> bool:
