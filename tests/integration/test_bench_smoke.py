@@ -21,12 +21,13 @@ def test_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
         )
     )
     measures = [r.measure.split(",")[0] for r in rows]
-    assert measures[:7] == [
+    assert measures[:8] == [
         "baseline",
         "full update",
         "small delta",
         "backlog",
         "S3 requests per applied file",
+        "that backlog with S3 taken out: the database path alone",
         "that backlog",  # with a network between ours (and psql) and the database
         "memory",
     ]
@@ -37,7 +38,7 @@ def test_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert rows[-1].ours.startswith("$") and "; one event per file: $" in rows[-1].ours
     assert "AWS list prices taken 2026-12-03" in rows[-1].note
     compared = [r for r in rows if r.ratio != "-"]
-    assert len(compared) == 5 and all(float(r.ratio) > 0 for r in compared)
+    assert len(compared) == 6 and all(float(r.ratio) > 0 for r in compared)
     table = (tmp_path / "latest.md").read_text()
     assert "| baseline, 300 rows into an empty table |" in table
     assert (tmp_path / "latest.png").stat().st_size > 1000
