@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,7 @@ from tests.support.rows import csv_bytes, key, row
 from tickets_ingest.dal import ledger
 from tickets_ingest.dal.db import Behind, DatabaseError, sqlstate
 from tickets_ingest.dal.sql import file_session
+from tickets_ingest.logic.activity import note_message, noted_sync
 from tickets_ingest.logic.sync import sync
 from tickets_ingest.models import ExportType, RowCounts
 
@@ -405,3 +408,58 @@ def test_a_statement_behind_a_copy_is_prepared_under_the_transactions_lock_timeo
     finally:
         other.run("ROLLBACK")
         db.run("DROP TABLE behind_locked")
+
+
+def test_a_kept_connection_is_checked_before_a_sync_unless_just_vouched_for(env: Env) -> None:
+    """The check (SELECT 1) is for a warm container's connection that died while idle; one
+    that has just answered the invocation's first statement (its activity note, which
+    reconnects if it must) is not asked again, if nothing ran since."""
+    runtime = env.runtime()
+    db = runtime.db()
+    db.run("SELECT 2")
+    before = db.round_trips
+    assert runtime.db(verify=True) is db
+    assert db.round_trips == before + 1  # not vouched for: checked
+    runtime.vouch()
+    assert runtime.db(verify=True) is db
+    assert db.round_trips == before + 1  # vouched for just now: no check
+    assert runtime.db(verify=True) is db
+    assert db.round_trips == before + 2  # a vouch is good for one check only
+    runtime.vouch()
+    db.run("SELECT 3")  # something ran since: the vouch no longer says how it is now
+    assert runtime.db(verify=True) is db
+    assert db.round_trips == before + 4
+
+
+def test_an_invocation_checks_its_connection_once(env: Env) -> None:
+    """The activity note is the invocation's first statement: the sync after it starts
+    with the pause check, not with a SELECT 1."""
+    runtime = env.runtime()
+    sync(runtime, "inc")
+    db = runtime.db()
+    sent: list[str] = []
+    original = db._call
+
+    def spy(sql: str, **kwargs: Any) -> Any:
+        sent.append(" ".join(sql.split()))
+        return original(sql, **kwargs)
+
+    db._call = spy  # type: ignore[method-assign]
+    note_message(runtime, "inc", "direct")
+    noted_sync(runtime, "inc")
+    assert sent[0].startswith("INSERT INTO tickets.dataset_activity")
+    assert "SELECT 1" not in sent
+    assert sent[1].startswith("SELECT paused_by")
+
+
+def test_a_kept_connection_that_died_while_idle_is_replaced_before_the_sync(env: Env) -> None:
+    env.put(key("2026-06-22T15-50-39"), csv_bytes([row("INC1")]))
+    runtime = env.runtime()
+    sync(runtime, "inc")
+    dead = runtime.db()
+    pid = dead.scalar("SELECT pg_backend_pid()")
+    env.db().run("SELECT pg_terminate_backend(CAST(:pid AS int))", pid=pid)
+    env.put(key("2026-06-22T16-00-00"), csv_bytes([row("INC2")]))
+    report = sync(runtime, "inc")  # a warm container keeps its Runtime between invocations
+    assert [Path(r.key).name for r in report.applied] == ["2026-06-22T16-00-00.csv"]
+    assert runtime.db() is not dead and dead.broken

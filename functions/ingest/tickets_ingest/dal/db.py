@@ -176,6 +176,7 @@ class Database:
         self._done_once: set[str] = set()
         self._opening = ""  # a deferred BEGIN, not sent yet (``transaction``)
         self._at_commit = ""
+        self.answers = 0  # calls the server answered (with rows or an error)
         self.round_trips = 0
 
     @classmethod
@@ -260,34 +261,49 @@ class Database:
         object, so without this a warm process would reuse a dead connection forever.
         """
         try:
-            pipelined = None
-            if behind is not None:
-                if self._opening and behind.sql not in self._prepared:
-                    # Prepared in the transaction, the first time only (a round trip of its
-                    # own, the BEGIN before it): preparing waits for the locks of the
-                    # tables it reads, which must be bounded by the transaction's
-                    # lock_timeout as any statement of it is.
-                    opening, self._opening = self._opening, ""
-                    self._simple(opening)
-                pipelined = self._statement(behind.sql)
-            if self._opening:  # a deferred BEGIN goes in front of the first statement
-                opening, self._opening = self._opening, ""
-                if params:  # a prepared statement: a Query of its own, then
-                    self._simple(opening)
-                else:
-                    sql = f"{opening};\n{sql}"
-            if data is not None:
-                return self._copy_sent_with(sql, data, behind, pipelined)
-            if stream is not None:
-                return self._simple(sql, stream=stream, waits=2)
-            if not params:
-                return self._simple(sql)
-            return self._execute_prepared(sql, params)
+            result = self._send(sql, stream, data, behind, params)
+        except DatabaseError:
+            self.answers += 1  # the server answered, with an error
+            raise
         except (InterfaceError, OSError, struct.error):
             self._dead = True
             with suppress(Exception):
                 self._con.close()
             raise
+        self.answers += 1
+        return result
+
+    def _send(
+        self,
+        sql: str,
+        stream: Any,
+        data: list[bytes] | None,
+        behind: Behind | None,
+        params: dict[str, Any],
+    ) -> Any:
+        pipelined = None
+        if behind is not None:
+            if self._opening and behind.sql not in self._prepared:
+                # Prepared in the transaction, the first time only (a round trip of its
+                # own, the BEGIN before it): preparing waits for the locks of the
+                # tables it reads, which must be bounded by the transaction's
+                # lock_timeout as any statement of it is.
+                opening, self._opening = self._opening, ""
+                self._simple(opening)
+            pipelined = self._statement(behind.sql)
+        if self._opening:  # a deferred BEGIN goes in front of the first statement
+            opening, self._opening = self._opening, ""
+            if params:  # a prepared statement: a Query of its own, then
+                self._simple(opening)
+            else:
+                sql = f"{opening};\n{sql}"
+        if data is not None:
+            return self._copy_sent_with(sql, data, behind, pipelined)
+        if stream is not None:
+            return self._simple(sql, stream=stream, waits=2)
+        if not params:
+            return self._simple(sql)
+        return self._execute_prepared(sql, params)
 
     def _simple(self, sql: str, *, stream: Any = None, waits: int = 1) -> Any:
         """One simple Query (``sql`` may hold several statements; the rows are those of

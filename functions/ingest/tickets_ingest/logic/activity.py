@@ -44,6 +44,7 @@ def note_message(runtime: Runtime, dataset: str, kind: str, key: str | None = No
             # connection may have died while idle. runtime.db() connects again (the dead
             # one is marked broken); the note is an idempotent upsert.
             activity.note_message(runtime.db(), dataset, kind, key)
+        runtime.vouch()  # it answered: the sync that follows need not check it again
     except Exception as exc:  # never fail a message for its bookkeeping
         log.warning("could not note the %s message of %s: %s", kind, dataset, exc)
 
