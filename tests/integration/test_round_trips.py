@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import Env
 from tests.support.rows import csv_bytes, key, row
 from tickets_ingest.dal import ledger
-from tickets_ingest.dal.db import Behind, DatabaseError, sqlstate
+from tickets_ingest.dal.db import Behind, DatabaseError, InterfaceError, sqlstate
 from tickets_ingest.dal.sql import file_session
 from tickets_ingest.logic.activity import note_message, noted_sync
 from tickets_ingest.logic.sync import sync
@@ -463,3 +463,25 @@ def test_a_kept_connection_that_died_while_idle_is_replaced_before_the_sync(env:
     report = sync(runtime, "inc")  # a warm container keeps its Runtime between invocations
     assert [Path(r.key).name for r in report.applied] == ["2026-06-22T16-00-00.csv"]
     assert runtime.db() is not dead and dead.broken
+
+
+def test_a_statement_behind_a_copy_with_a_missing_parameter_sends_nothing(env: Env) -> None:
+    """pg8000 refuses the missing parameter (an InterfaceError, so the connection is given
+    up, as for any prepared statement); the COPY before it was never sent."""
+    db = env.db()
+    db.run("CREATE TABLE behind_missing (a int)")
+    try:
+        insert = Behind("INSERT INTO behind_missing VALUES (CAST(:n AS int))", {})  # no :n
+        before = db.round_trips
+        with pytest.raises(InterfaceError, match="placeholder 'n'"), db.transaction():
+            db.copy_in_then(
+                "COPY behind_missing FROM STDIN WITH (FORMAT csv)",
+                [b"1\n"],
+                "SELECT 1",
+                eager=True,
+                behind=insert,
+            )
+        assert db.round_trips - before == 2  # BEGIN and the prepare: no COPY Query
+        assert env.db().run("SELECT count(*) FROM behind_missing") == [[0]]
+    finally:
+        env.db().run("DROP TABLE behind_missing")

@@ -356,6 +356,12 @@ class Database:
         if behind is not None and not (self._in_transaction() or sql.startswith("BEGIN")):
             # Outside a transaction it would run (and commit) even after the Query failed.
             raise RuntimeError("a statement behind a COPY needs the COPY's transaction")
+        # Its parameters converted before anything is written: a bad one sends nothing.
+        bound = (
+            pg8000.core.make_params(con.py_types, pipelined.make_vals(behind.params))
+            if behind is not None
+            else None
+        )
         context = pg8000.core.Context(sql)
         self.round_trips += 1
         con.send_QUERY(sql)
@@ -363,8 +369,7 @@ class Database:
             con._send_message(pg8000.core.COPY_DATA, piece)
         con._send_message(pg8000.core.COPY_DONE, b"")
         if behind is not None:
-            values = pipelined.make_vals(behind.params)
-            con.send_BIND(pipelined.name_bin, pg8000.core.make_params(con.py_types, values))
+            con.send_BIND(pipelined.name_bin, bound)
             con.send_EXECUTE()
             pg8000.core._write(con._sock, pg8000.core.SYNC_MSG)
         try:
