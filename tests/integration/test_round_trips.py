@@ -429,6 +429,10 @@ def test_a_kept_connection_is_checked_before_a_sync_unless_just_vouched_for(env:
     db.run("SELECT 3")  # something ran since: the vouch no longer says how it is now
     assert runtime.db(verify=True) is db
     assert db.round_trips == before + 4
+    runtime.vouch()
+    note_message(runtime, "nowhere", "direct")  # a message that notes nothing (not enabled)
+    assert runtime.db(verify=True) is db
+    assert db.round_trips == before + 5  # a new message: the old vouch no longer holds
 
 
 def test_an_invocation_checks_its_connection_once(env: Env) -> None:
@@ -485,3 +489,52 @@ def test_a_statement_behind_a_copy_with_a_missing_parameter_sends_nothing(env: E
         assert env.db().run("SELECT count(*) FROM behind_missing") == [[0]]
     finally:
         env.db().run("DROP TABLE behind_missing")
+
+
+def test_a_query_that_does_not_parse_never_has_a_statement_run_behind_it(env: Env) -> None:
+    """PostgreSQL parses a whole Query before running any of it: one that does not parse
+    runs no BEGIN, and a statement behind it would run (and commit) on its own. So behind a
+    Query text sent for the first time, nothing is pipelined: it waits for the Query."""
+    db = env.db()
+    db.run("CREATE TEMP TABLE t (a int)")
+    db.run("CREATE TABLE behind_unparsed (a int)")
+    try:
+        insert = Behind("INSERT INTO behind_unparsed VALUES (CAST(:n AS int))", {"n": 1})
+        with db.transaction():
+            db.copy_in_then(  # prepared, in a transaction that is open already
+                "COPY t FROM STDIN WITH (FORMAT csv)",
+                [b"1\n"],
+                "SELECT 1",
+                eager=True,
+                behind=insert,
+            )
+        db.run("TRUNCATE behind_unparsed")
+        insert = Behind("INSERT INTO behind_unparsed VALUES (CAST(:n AS int))", {"n": 2})
+        with pytest.raises(DatabaseError) as raised, db.transaction(deferred=True):
+            db.copy_in_then(
+                "COPY t FROM STDIN WITH (FORMAT csv)",
+                [b"1\n"],
+                "SELEC 1",
+                eager=True,
+                behind=insert,
+            )
+        assert sqlstate(raised.value) == "42601"  # syntax_error: BEGIN never ran
+        assert insert.rows is None
+        assert env.db().run("SELECT count(*) FROM behind_unparsed") == [[0]]  # nothing committed
+        # A text that parsed once has what goes behind it pipelined from then on.
+        trips = []
+        for n in (3, 4):
+            before = db.round_trips
+            with db.transaction(deferred=True):
+                db.copy_in_then(
+                    "COPY t FROM STDIN WITH (FORMAT csv)",
+                    [b"1\n"],
+                    "SELECT 1",
+                    eager=True,
+                    behind=Behind(insert.sql, {"n": n}),
+                )
+            trips.append(db.round_trips - before)
+        assert trips == [3, 2]  # BEGIN+COPY, the statement, COMMIT; then BEGIN+COPY+it, COMMIT
+        assert env.db().run("SELECT array_agg(a ORDER BY a) FROM behind_unparsed") == [[[3, 4]]]
+    finally:
+        env.db().run("DROP TABLE behind_unparsed")

@@ -112,7 +112,9 @@ class Behind:
     """A statement with parameters sent behind a COPY's Query, in its round trip
     (``Database.copy_in_then``). It runs after the Query's statements, in their
     transaction; if one of them failed, it finds that transaction aborted and does nothing.
-    ``rows`` or ``error`` say what it did."""
+    Behind a Query that opens the transaction and was never run before, it waits for that
+    Query instead (a round trip of its own): a Query that does not parse runs no BEGIN.
+    ``rows`` or ``error`` say what it did (neither, if the Query failed first)."""
 
     sql: str
     params: dict[str, Any] = field(default_factory=dict)
@@ -174,6 +176,7 @@ class Database:
         self._prepared: OrderedDict[str, Any] = OrderedDict()
         self._row_count = -1
         self._done_once: set[str] = set()
+        self._parsed: set[str] = set()  # COPY Query texts the server ran (so they parse)
         self._opening = ""  # a deferred BEGIN, not sent yet (``transaction``)
         self._at_commit = ""
         self.answers = 0  # calls the server answered (with rows or an error)
@@ -356,6 +359,23 @@ class Database:
         if behind is not None and not (self._in_transaction() or sql.startswith("BEGIN")):
             # Outside a transaction it would run (and commit) even after the Query failed.
             raise RuntimeError("a statement behind a COPY needs the COPY's transaction")
+        if behind is not None and not self._in_transaction() and sql not in self._parsed:
+            # The Query opens the transaction itself, and PostgreSQL parses a whole Query
+            # before running any of it: a Query that does not parse runs no BEGIN, and a
+            # statement behind it would run, and commit, on its own. So the first time a
+            # Query text is sent, what goes behind it waits for it (a round trip of its
+            # own); a text that parsed once parses again.
+            rows = self._copy_sent_with(sql, data)
+            copied = self._row_count
+            try:
+                behind.rows, behind.error = (
+                    list(self._execute_prepared(behind.sql, behind.params) or []),
+                    None,
+                )
+            except DatabaseError as error:
+                behind.rows, behind.error = None, error
+            self._row_count = copied  # the Query's, as when it goes behind
+            return rows
         # Its parameters converted before anything is written: a bad one sends nothing.
         bound = (
             pg8000.core.make_params(con.py_types, pipelined.make_vals(behind.params))
@@ -398,6 +418,9 @@ class Database:
                 behind.rows, behind.error = list(answer.rows or []), None
         if query_error is not None:
             raise query_error
+        if len(self._parsed) >= self.PREPARED_LIMIT:
+            self._parsed.clear()
+        self._parsed.add(sql)
         self._row_count = context.row_count
         return context.rows
 

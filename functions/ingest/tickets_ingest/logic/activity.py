@@ -34,6 +34,7 @@ MESSAGE_KINDS = {"object-created": "event"}
 
 def note_message(runtime: Runtime, dataset: str, kind: str, key: str | None = None) -> None:
     """The function acted on a message or an invocation for ``dataset`` (one upsert)."""
+    runtime.forget_vouch()  # an earlier message's vouch says nothing about the connection now
     if dataset not in runtime.settings.datasets:
         return  # the sync refuses it (not enabled): no row for a name nobody configured
     try:

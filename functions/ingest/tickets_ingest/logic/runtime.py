@@ -80,6 +80,10 @@ class Runtime:
         db = self._db
         self._vouched = (db, db.answers) if db is not None and not db.broken else None
 
+    def forget_vouch(self) -> None:
+        """Whatever was vouched for is no longer known: the next check asks again."""
+        self._vouched = None
+
     def migrate(self) -> list[str]:
         """Bring the schema up to date; the names of the migrations applied now."""
         applied = migrate(self._connection())
