@@ -294,14 +294,15 @@ class Database:
                 opening, self._opening = self._opening, ""
                 self._simple(opening)
             pipelined = self._statement(behind.sql)
+        opens = False  # this Query opens the transaction itself
         if self._opening:  # a deferred BEGIN goes in front of the first statement
             opening, self._opening = self._opening, ""
             if params:  # a prepared statement: a Query of its own, then
                 self._simple(opening)
             else:
-                sql = f"{opening};\n{sql}"
+                sql, opens = f"{opening};\n{sql}", True
         if data is not None:
-            return self._copy_sent_with(sql, data, behind, pipelined)
+            return self._copy_sent_with(sql, data, behind, pipelined, opens=opens)
         if stream is not None:
             return self._simple(sql, stream=stream, waits=2)
         if not params:
@@ -345,6 +346,8 @@ class Database:
         data: list[bytes],
         behind: Behind | None = None,
         pipelined: Any = None,
+        *,
+        opens: bool = False,
     ) -> Any:
         """The COPY statement, its data and CopyDone in one write, then one wait. No Sync
         (that is for the extended protocol): one ReadyForQuery ends it, after success or
@@ -354,12 +357,14 @@ class Database:
         ``behind`` (prepared as ``pipelined``): its Bind, Execute and Sync go in the same
         write, after the Query; the server runs it once the Query is done, and its answer
         follows the Query's, ending with its own ReadyForQuery. Both answers are read
-        before either error is raised, so the connection stays in step."""
+        before either error is raised, so the connection stays in step. ``opens``: the
+        Query begins the transaction (a deferred BEGIN in front of it)."""
         con = self._con
-        if behind is not None and not (self._in_transaction() or sql.startswith("BEGIN")):
+        open_already = self._in_transaction()
+        if behind is not None and not (open_already or opens):
             # Outside a transaction it would run (and commit) even after the Query failed.
             raise RuntimeError("a statement behind a COPY needs the COPY's transaction")
-        if behind is not None and not self._in_transaction() and sql not in self._parsed:
+        if behind is not None and not open_already and sql not in self._parsed:
             # The Query opens the transaction itself, and PostgreSQL parses a whole Query
             # before running any of it: a Query that does not parse runs no BEGIN, and a
             # statement behind it would run, and commit, on its own. So the first time a
