@@ -1,7 +1,10 @@
 """``tickets-devkit bench``: our sync path against PostgreSQL's own COPY, measured in one run.
 
 Every figure is a median over ``--runs`` timed runs after one warm-up run, on the same
-machine, the same generated data and the same PostgreSQL (fsync on). The reference is
+machine, the same generated data and the same PostgreSQL (fsync on). Where a figure has a
+reference, the two are measured in turn (ours, the reference, ours, ...), so a stretch in
+which the shared machine runs slow slows both; the note gives the range of the ratios of
+the single pairs, which says how far the ratio itself moves on the day. The reference is
 what PostgreSQL must do anyway: ``psql \\copy`` of the file into a temporary table plus one
 ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` with the same casts, timed by psql itself.
 """
@@ -59,6 +62,42 @@ class Row:
     ratio: str = "-"
     target: str = "-"
     note: str = ""
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Ours and its reference, timed in turn: ``ours[i]`` just before ``reference[i]``."""
+
+    ours: list[float]
+    reference: list[float]
+
+    @property
+    def ours_median(self) -> float:
+        return statistics.median(self.ours)
+
+    @property
+    def reference_median(self) -> float:
+        return statistics.median(self.reference)
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_median / self.reference_median
+
+    def spread(self) -> str:
+        """``pairs 1.62-1.81``: the lowest and highest ratio of one run to its partner."""
+        ratios = sorted(o / r for o, r in zip(self.ours, self.reference, strict=True))
+        if len(ratios) < 2:
+            return ""
+        return f"pairs {ratios[0]:.2f}-{ratios[-1]:.2f}"
+
+
+def paired(ours: Callable[[], float], reference: Callable[[], float], runs: int) -> Paired:
+    """``runs`` of each, alternating, so that both see the same stretches of a noisy machine."""
+    timed = Paired([], [])
+    for _ in range(runs):
+        timed.ours.append(ours())
+        timed.reference.append(reference())
+    return timed
 
 
 @dataclass
@@ -152,19 +191,28 @@ class Bench:
         times = [float(m) for m in re.findall(r"Time: ([0-9.]+) ms", done.stdout)]
         return sum(times) / 1000
 
-    def median(self, measure: Callable[[], float]) -> float:
-        measure()  # warm-up, not counted
-        return statistics.median(measure() for _ in range(self.runs))
-
     def compare(
         self, name: str, body: Path, target: str, *, prepare: Callable[[], None] | None = None
-    ) -> tuple[float, float]:
-        ours = self.median(lambda: self.ours(body, prepare=prepare))
-        reference = self.median(lambda: self.reference(body, prepare=prepare))
+    ) -> Paired:
+        def ours() -> float:
+            return self.ours(body, prepare=prepare)
+
+        def reference() -> float:
+            return self.reference(body, prepare=prepare)
+
+        ours(), reference()  # warm-up, not counted
+        timed = paired(ours, reference, self.runs)
         self.rows.append(
-            Row(name, _seconds(ours), _seconds(reference), f"{ours / reference:.2f}", target)
+            Row(
+                name,
+                _seconds(timed.ours_median),
+                _seconds(timed.reference_median),
+                f"{timed.ratio:.2f}",
+                target,
+                note=timed.spread(),
+            )
         )
-        return ours, reference
+        return timed
 
 
 def _seconds(value: float) -> str:
@@ -330,38 +378,41 @@ def bench_backlog(
     stream = TicketStream("inc", seed=seed)
     baseline = stream.baseline(500)
     deltas = [stream.delta(1 + (i * 7) % 50, minutes_later=1) for i in range(files)]
-    results: list[str] = []
-    per_file: list[float] = []
+    bodies = [d.body for d in deltas]
+    rounds = min(bench.runs, 3)  # each run is a whole backlog; three suffice
     round_trips: list[float] = []
     requests: list[S3Requests] = []
     cpu_used: list[Counter[str]] = []
-    for latency in (0.0, latency_ms / 1000):
-        timings = []
-        for _ in range(min(bench.runs, 3)):  # each run is a whole backlog; three suffice
-            run = _backlog_run(bench, baseline, deltas, latency)
-            timings.append(run.seconds)
-            requests.append(run.requests)
-            if latency == 0:
-                cpu_used.append(run.cpu)
-                round_trips.append(run.round_trips / files)
-        results.append(f"{files / statistics.median(timings):.0f} files/s")
-        per_file.append(statistics.median(timings) / files)
-    bench.billed["backlog_file"] = per_file[1]  # with S3 latency: as from the bucket's region
-    alone = [
-        _backlog_run(bench, baseline, deltas, 0.0, s3_in_memory=True).seconds
-        for _ in range(min(bench.runs, 3))
-    ]
-    reference = _backlog_reference(bench, baseline.body, [d.body for d in deltas]) / files
+    whole: list[float] = []
+    alone: list[float] = []
+    reference: list[float] = []
+    for _ in range(rounds):  # in turn: the whole sync, the database path alone, psql
+        run = _backlog_run(bench, baseline, deltas, 0.0)
+        whole.append(run.seconds / files)
+        requests.append(run.requests)
+        cpu_used.append(run.cpu)
+        round_trips.append(run.round_trips / files)
+        alone.append(_backlog_run(bench, baseline, deltas, 0.0, s3_in_memory=True).seconds / files)
+        reference.append(_backlog_reference(bench, baseline.body, bodies) / files)
+    backlog, database_path = Paired(whole, reference), Paired(alone, reference)
+    with_latency = statistics.median(
+        _backlog_run(bench, baseline, deltas, latency_ms / 1000).seconds / files
+        for _ in range(rounds)
+    )
+    bench.billed["backlog_file"] = with_latency  # as from the bucket's region
     bench.rows.append(
         Row(
             f"backlog, {files:,} deltas of 1-50 rows in one sync",
-            f"{per_file[0] * 1000:.1f} ms/file ({results[0]})",
-            f"{reference * 1000:.1f} ms/file",
-            f"{per_file[0] / reference:.2f}",
+            f"{backlog.ours_median * 1000:.1f} ms/file ({1 / backlog.ours_median:.0f} files/s)",
+            f"{backlog.reference_median * 1000:.1f} ms/file",
+            f"{backlog.ratio:.2f}",
             target="<= 2.5; >= 150 files/s with S3 latency",
-            note=f"with {latency_ms:.0f} ms added to every S3 call: {results[1]}; "
-            f"{statistics.median(round_trips):.1f} database round trips per file; "
-            + _cpu_note(cpu_used, files),
+            note=_joined(
+                f"with {latency_ms:.0f} ms added to every S3 call: {1 / with_latency:.0f} files/s",
+                backlog.spread(),
+                f"{statistics.median(round_trips):.1f} database round trips per file",
+                _cpu_note(cpu_used, files),
+            ),
         )
     )
     # Every run sends the same requests (no faults here): the first run's count says it.
@@ -373,17 +424,20 @@ def bench_backlog(
             note="each request botocore sent during the sync, by operation",
         )
     )
-    database_path = statistics.median(alone) / files
     bench.rows.append(
         Row(
             "that backlog with S3 taken out: the database path alone",
-            f"{database_path * 1000:.1f} ms/file ({1 / database_path:.0f} files/s)",
-            f"{reference * 1000:.1f} ms/file",
-            f"{database_path / reference:.2f}",
+            f"{database_path.ours_median * 1000:.1f} ms/file "
+            f"({1 / database_path.ours_median:.0f} files/s)",
+            f"{database_path.reference_median * 1000:.1f} ms/file",
+            f"{database_path.ratio:.2f}",
             target="report",
-            note="bodies read from memory, archive requests skipped (the listing is real): "
-            "where the applying thread, its round trips and PostgreSQL set the pace, as in "
-            "a function whose S3 runs on S3's machines; the same psql reference",
+            note=_joined(
+                "bodies read from memory, archive requests skipped (the listing is real): "
+                "where the applying thread, its round trips and PostgreSQL set the pace, as "
+                "in a function whose S3 runs on S3's machines; the same psql runs",
+                database_path.spread(),
+            ),
         )
     )
     _backlog_over_a_network(bench, baseline, deltas, db_delay_ms)
@@ -395,28 +449,31 @@ def _backlog_over_a_network(
     """The backlog with every database round trip made longer, for ours and psql alike:
     where the lab's loopback hides what each round trip costs."""
     files = len(deltas)
+    bodies = [d.body for d in deltas]
     target = parse_database_url(bench.stack.database_url)
     with forwarder_process((target.host, target.port), delay=delay_ms / 1000) as port:
         url = _via(bench.stack.database_url, port)
         with environment({"DATABASE_URL": url}):
             rtt = _round_trip_seconds(bench.runtime())
-            timings = [
-                _backlog_run(bench, baseline, deltas, 0.0).seconds
-                for _ in range(min(bench.runs, 3))
-            ]
-        reference = _backlog_reference(bench, baseline.body, [d.body for d in deltas], url=url)
+            timed = paired(
+                lambda: _backlog_run(bench, baseline, deltas, 0.0).seconds / files,
+                lambda: _backlog_reference(bench, baseline.body, bodies, url=url) / files,
+                min(bench.runs, 3),
+            )
     direct = _round_trip_seconds(bench.runtime())
-    ours = statistics.median(timings) / files
     bench.rows.append(
         Row(
             f"that backlog, {delay_ms:g} ms added each way to every database round trip",
-            f"{ours * 1000:.1f} ms/file ({1 / ours:.0f} files/s)",
-            f"{reference / files * 1000:.1f} ms/file",
-            f"{ours / (reference / files):.2f}",
+            f"{timed.ours_median * 1000:.1f} ms/file ({1 / timed.ours_median:.0f} files/s)",
+            f"{timed.reference_median * 1000:.1f} ms/file",
+            f"{timed.ratio:.2f}",
             target="report",
-            note=f"ours and psql through the same TCP hop: a round trip (SELECT 1) "
-            f"{rtt * 1000:.2f} ms, {direct * 1000:.2f} ms without it; as to a database "
-            "across a network from the function",
+            note=_joined(
+                f"ours and psql through the same TCP hop: a round trip (SELECT 1) "
+                f"{rtt * 1000:.2f} ms, {direct * 1000:.2f} ms without it; as to a database "
+                "across a network from the function",
+                timed.spread(),
+            ),
         )
     )
 
@@ -510,6 +567,11 @@ def _backlog_run(
     if s3_in_memory and sent.counts.keys() - {"ListObjectsV2"}:
         raise RuntimeError(f"S3 was to be taken out of the sync, yet it sent {sent.counts}")
     return _BacklogRun(elapsed - idle, trips, sent, cpu_used)
+
+
+def _joined(*parts: str) -> str:
+    """A row's note: its non-empty parts, in order."""
+    return "; ".join(part for part in parts if part)
 
 
 def _cpu_note(samples: list[Counter[str]], files: int) -> str:
