@@ -101,3 +101,42 @@ def test_server_keepalives_can_be_left_to_the_server(env: Env) -> None:
     env.set(DB_SERVER_KEEPALIVES="false")
     db = env.runtime().db()
     assert db.scalar("SELECT current_setting('tcp_user_timeout')") == "0"
+
+
+def test_a_statement_past_the_statement_timeout_fails_the_file_and_the_next_run_applies_it(
+    applied_once: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """APPLY_STATEMENT_TIMEOUT_SECONDS bounds a statement that is slow for any reason but a
+    lock (which APPLY_LOCK_TIMEOUT_SECONDS bounds first): here a trigger a DBA added."""
+    env = applied_once
+    env.set(APPLY_STATEMENT_TIMEOUT_SECONDS="1")
+    db = env.db()
+    db.run(
+        "CREATE FUNCTION tickets.slow_down() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(30); RETURN NULL; END $$"
+    )
+    db.run(
+        "CREATE TRIGGER slow_down BEFORE INSERT ON tickets.incidents "
+        "FOR EACH STATEMENT EXECUTE FUNCTION tickets.slow_down()"
+    )
+
+    code, _ = cli("sync", "--dataset", "inc", "--apply")
+    err = capsys.readouterr().err
+    assert code == EXIT_FAILED
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(
+        f"tickets-ingest: {SECOND}: a statement ran longer than APPLY_STATEMENT_TIMEOUT_SECONDS=1; "
+    )
+    assert "no other session was seen holding a lock it waited for" in line
+    assert "held by" not in line
+    assert "nothing of it was committed, the dataset is free" in line
+    assert "Traceback" not in err
+    assert db.scalar("SELECT count(*) FROM tickets.import_meta") == 1
+    assert db.scalar("SELECT source_key FROM tickets.incidents WHERE ticket_id = 'INC1'") == FIRST
+    assert db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+
+    db.run("DROP TRIGGER slow_down ON tickets.incidents")
+    db.run("DROP FUNCTION tickets.slow_down()")
+    assert cli("sync", "--dataset", "inc", "--apply")[0] == EXIT_OK
+    assert db.scalar("SELECT count(*) FROM tickets.import_meta") == 2
+    assert db.scalar("SELECT source_key FROM tickets.incidents WHERE ticket_id = 'INC1'") == SECOND

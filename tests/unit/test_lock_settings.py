@@ -125,3 +125,7 @@ def test_lock_errors_say_what_happened() -> None:
     assert "taken over by another sync (its heartbeat found the lease taken)" in str(lost)
     waited = LockWaitTimeout("automations/inc/changes/a.csv", "waited", "pid 9 (psql)")
     assert str(waited).startswith("automations/inc/changes/a.csv: waited; held by pid 9 (psql)")
+    slow = LockWaitTimeout("automations/inc/changes/a.csv", "ran long", None)
+    assert str(slow).startswith(
+        "automations/inc/changes/a.csv: ran long; no other session was seen holding a lock"
+    )

@@ -93,11 +93,17 @@ class LockWaitTimeout(IngestError):
     a statement ran past APPLY_STATEMENT_TIMEOUT_SECONDS). The file's transaction rolled
     back and the dataset lock was let go; the next run tries the file again."""
 
-    def __init__(self, key: str, what: str, holders: str) -> None:
+    def __init__(self, key: str, what: str, holders: str | None) -> None:
         self.key = key
-        self.holders = holders
+        self.holders = holders  # None: no wait on another session's lock was seen
+        held = (
+            f"held by {holders}"
+            if holders is not None
+            else "no other session was seen holding a lock it waited for (the statement was "
+            "slow in itself: a trigger, a busy server, a file larger than the timeout allows)"
+        )
         super().__init__(
-            f"{key}: {what}; held by {holders}; nothing of it was committed, the dataset is "
+            f"{key}: {what}; {held}; nothing of it was committed, the dataset is "
             "free and the next run tries it again"
         )
 

@@ -373,6 +373,10 @@ class DatasetLock:
             )
         with self._mutex:
             sampled = self._wait_sample
+        if sampled is None and state == STATEMENT_TIMEOUT:
+            # The heartbeat saw no wait; whoever holds a lock on the table now is not the
+            # cause (a lock wait would have met the shorter lock_timeout first).
+            return LockWaitTimeout(key, what, None)
         return LockWaitTimeout(key, what, sampled or self._table_lock_holders(table))
 
     def _table_lock_holders(self, table: str) -> str:
