@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import pytest
 from tests.conftest import Env, PostgresServer, plain_text_unless_asked
 from tests.support.rows import csv_bytes, key, row
 from tickets_ingest.dal.db import Database, DatabaseError
-from tickets_ingest.handlers.cli import EXIT_FAILED, EXIT_OK, EXIT_PAUSED, main
+from tickets_ingest.handlers.cli import EXIT_BUSY, EXIT_FAILED, EXIT_OK, EXIT_PAUSED, main
 
 _names = itertools.count()
 
@@ -244,3 +245,74 @@ def test_temporary_is_needed_files_are_staged_in_temp_tables(env: Env, roles: Ro
             db.run("CREATE TEMP TABLE t (x int)")
     finally:
         db.close()
+
+
+SILENT_LEASE = """
+INSERT INTO tickets.dataset_leases
+    (dataset, holder_pid, holder_started, holder_name, takes_news, stale_seconds, heartbeat_at)
+SELECT 'inc', pid, backend_start, application_name, true, 1, now() - interval '1 hour'
+FROM pg_stat_activity WHERE pid = pg_backend_pid()
+"""
+
+
+def test_a_silent_sync_of_another_role_is_taken_over_only_with_the_two_optional_grants(
+    env: Env, roles: Roles, pg_server: PostgresServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The sync that went silent ran as another role (the deploy's owner, an operator's own).
+    Matching its lease needs pg_read_all_stats (another role's backend_start is hidden),
+    ending its session pg_signal_backend: `grants` prints both as options. Without them
+    the contender says which is missing and leaves everything as it found it."""
+    grant(env, roles)
+    env.set(LOCK_HEARTBEAT_SECONDS="0.1", LOCK_STALE_SECONDS="1")
+    env.put(key("2026-06-22T15-50-39"), csv_bytes([row("INC1")]))
+    holder = Database.connect(roles.owner_url, application_name="vanished sync")
+    holder.scalar("SELECT pg_advisory_lock(hashtextextended('tickets-ingest:inc', 0))")
+    holder.run(SILENT_LEASE)
+    pid = int(holder.scalar("SELECT pg_backend_pid()"))
+
+    def refused(*expected: str) -> None:
+        code, _ = cli(env, roles.runtime_url, "sync", "--dataset", "inc", "--apply")
+        err = capsys.readouterr().err
+        assert code == EXIT_BUSY and "Traceback" not in err, err
+        assert all(part in err for part in expected), err
+        assert holder.scalar("SELECT pg_backend_pid()") == pid  # alive: nothing was ended
+        owner = Database.connect(roles.owner_url)
+        try:  # the lease still names the silent holder, and nothing was applied
+            assert owner.scalar("SELECT holder_pid FROM tickets.dataset_leases") == pid
+            assert owner.scalar("SELECT count(*) FROM tickets.import_meta") == 0
+        finally:
+            owner.close()
+
+    # 1. It cannot see the holder's backend_start, so cannot tell its lease is the holder's.
+    refused(
+        f"(held by pid {pid}, vanished sync, a session of another role that this role may "
+        "not look into, so its lease cannot be checked: not taken over automatically (to "
+        "take over the syncs of other roles, GRANT pg_read_all_stats and pg_signal_backend"
+    )
+    code, out = cli(env, roles.runtime_url, "status", "--dataset", "inc", "--json")
+    assert code == EXIT_FAILED  # a lock that no sync will take over: it needs an operator
+    lock = json.loads(out)["lock"]
+    assert lock["pid"] == pid and lock["hidden"] and not lock["has_lease"]
+    assert lock["client_addr"] is None
+
+    admin = pg_server.admin()
+    try:
+        # 2. It sees the lease is silent, claims it, may not end the session: gives it back.
+        admin.run(f"GRANT pg_read_all_stats TO {roles.runtime}")
+        refused(
+            f"is held by a silent sync (pid {pid}, no heartbeat for 360",  # 3600 s and more
+            " s) whose session this role may not end: connect as the same role, or GRANT "
+            "pg_signal_backend",
+        )
+        # 3. Both: it takes the dataset over and applies.
+        admin.run(f"GRANT pg_signal_backend TO {roles.runtime}")
+    finally:
+        admin.close()
+    assert cli(env, roles.runtime_url, "sync", "--dataset", "inc", "--apply")[0] == EXIT_OK
+    owner = Database.connect(roles.owner_url)
+    try:
+        assert owner.scalar("SELECT count(*) FROM tickets.import_meta") == 1
+        ended = owner.scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid", pid=pid)
+        assert holder.broken or ended == 0
+    finally:
+        owner.close()

@@ -112,6 +112,13 @@ def test_a_holder_is_described_by_what_its_lease_says() -> None:
     foreign = LockHolder(41, "psql", None, None, None)
     assert not foreign.silent and not foreign.has_lease
     assert foreign.describe().endswith("no lease: not taken over automatically")
+    hidden = LockHolder(41, "tickets-ingest lambda", None, None, None, hidden=True)
+    assert not hidden.silent and not hidden.has_lease
+    assert hidden.describe().startswith(
+        "pid 41, tickets-ingest lambda, a session of another role that this role may not "
+        "look into, so its lease cannot be checked: not taken over automatically"
+    )
+    assert "local socket" not in hidden.describe()  # its address is hidden, not local
 
 
 def test_lock_errors_say_what_happened() -> None:

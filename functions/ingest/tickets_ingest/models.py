@@ -188,6 +188,9 @@ class LockHolder:
     client_addr: str | None  # None: a local socket
     heartbeat_age_seconds: float | None  # None: no lease names this session
     stale_seconds: float | None  # the holder's LOCK_STALE_SECONDS (from its lease)
+    # Another role's session, whose backend_start (and address) this role may not see
+    # without pg_read_all_stats: no lease can be matched to it, so it is never taken over.
+    hidden: bool = False
 
     @property
     def has_lease(self) -> bool:
@@ -200,6 +203,13 @@ class LockHolder:
         return age is not None and stale is not None and age > stale
 
     def describe(self) -> str:
+        if self.hidden:
+            return (
+                f"pid {self.pid}, {self.application_name or 'unknown client'}, a session of "
+                "another role that this role may not look into, so its lease cannot be "
+                "checked: not taken over automatically (to take over the syncs of other "
+                "roles, GRANT pg_read_all_stats and pg_signal_backend: tickets-ingest grants)"
+            )
         who = (
             f"pid {self.pid}, {self.application_name or 'unknown client'} "
             f"from {self.client_addr or 'local socket'}"

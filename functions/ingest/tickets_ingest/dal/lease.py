@@ -81,6 +81,8 @@ def lock_holder(db: Database, dataset: str) -> LockHolder | None:
     if not rows:
         return None
     pid, application, address, started = rows[0]
+    if started is None:  # hidden from this role: pg_stat_activity shows it NULL
+        return LockHolder(pid, application, None, None, None, hidden=True)
     lease = _lease(db, dataset)
     if lease is None or not lease.names(pid, started):
         return LockHolder(pid, application, address, None, None)

@@ -237,7 +237,8 @@ def _why(status: DatasetStatus, state: PipeState) -> str | None:
         if status.blocked is not None:
             return f"stopped at: {blocked_line(status.blocked)}"
         if lock is not None:
-            return f"the sync lock is held without a lease: {lock.describe()}"
+            how = "by another role's session" if lock.hidden else "without a lease"
+            return f"the sync lock is held {how}: {lock.describe()}"
     if state is PipeState.BUSY and lock is not None:
         return f"syncing now: {lock.describe()}"
     return None

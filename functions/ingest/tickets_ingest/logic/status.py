@@ -175,6 +175,7 @@ class DatasetStatus:
                 else round(self.lock.heartbeat_age_seconds, 1),
                 "stale_after_seconds": self.lock.stale_seconds,
                 "silent": self.lock.silent,
+                "hidden": self.lock.hidden,
             },
             "paused": None
             if self.paused is None
