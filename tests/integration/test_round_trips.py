@@ -538,3 +538,17 @@ def test_a_query_that_does_not_parse_never_has_a_statement_run_behind_it(env: En
         assert env.db().run("SELECT array_agg(a ORDER BY a) FROM behind_unparsed") == [[[3, 4]]]
     finally:
         env.db().run("DROP TABLE behind_unparsed")
+
+
+def test_once_refuses_to_run_inside_a_transaction(env: Env) -> None:
+    """Per-connection set-up inside a transaction would be undone by its rollback while
+    remembered as done; with a deferred BEGIN it would even open the transaction."""
+    db = env.db()
+    for deferred in (False, True):
+        with (
+            pytest.raises(RuntimeError, match="once inside a transaction"),
+            db.transaction(deferred=deferred),
+        ):
+            db.once("CREATE TEMP TABLE IF NOT EXISTS once_probe (id int)")
+    db.once("CREATE TEMP TABLE IF NOT EXISTS once_probe (id int)")
+    assert db.scalar("SELECT count(*) FROM once_probe") == 0

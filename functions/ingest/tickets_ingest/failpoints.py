@@ -16,7 +16,9 @@ from contextlib import contextmanager
 class Step(enum.Enum):
     LISTED = "listed"  # planned from the listing and the ledger; nothing applied yet
     BODY_OPENED = "body-opened"  # the GET for the file succeeded
-    STAGED = "staged"  # the body was read through COPY into the staging table
+    # The body was read through COPY into the staging table. A small file's upsert has run
+    # too by then (it goes behind the COPY, in its round trip); nothing is committed yet.
+    STAGED = "staged"
     UPSERTED = "upserted"  # rows upserted, in the open transaction
     LEDGER_WRITTEN = "ledger-written"  # ledger row ready to go with the COMMIT, not sent
     COMMITTED = "committed"  # the transaction committed; the file is still in changes/

@@ -534,6 +534,10 @@ class Database:
         """Run ``sql`` (no parameters) once on this connection, in its own transaction (so a
         later rollback cannot undo it): per-connection set-up such as temp tables."""
         if sql not in self._done_once:
+            if self._opening or self._in_transaction():
+                # It would ride the transaction (a deferred BEGIN goes in front of it), and
+                # its rollback would undo what is then remembered as done.
+                raise RuntimeError("Database.once inside a transaction: call it before BEGIN")
             self._call(sql)
             self._done_once.add(sql)
 
