@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Env
+from tests.support.leases import HOLD
 from tests.support.rows import csv_bytes, key, row
 from tickets_ingest import failpoints
 from tickets_ingest.failpoints import Step
 from tickets_ingest.handlers.cli import EXIT_BUSY, EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
-
-HOLD = "SELECT pg_advisory_lock(hashtextextended('tickets-ingest:inc', 0))"
 
 
 def run(*argv: str) -> tuple[int, str]:

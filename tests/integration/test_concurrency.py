@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.conftest import Env
+from tests.support.leases import HOLD
 from tests.support.rows import csv_bytes, key, row
 from tickets_ingest.errors import SyncBusy
 from tickets_ingest.logic.sync import SyncOptions, sync
 
-HOLD = "SELECT pg_advisory_lock(hashtextextended('tickets-ingest:inc', 0))"
 RELEASE = "SELECT pg_advisory_unlock(hashtextextended('tickets-ingest:inc', 0))"
 
 

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pytest
 
 from tests.conftest import Env
+from tests.support.leases import HOLD, SILENT_LEASE
 from tests.support.rows import csv_bytes, key, row
 from tickets_ingest import failpoints
 from tickets_ingest.dal.db import Database
@@ -29,15 +30,6 @@ from tickets_ingest.handlers.cli import EXIT_FAILED, main
 from tickets_ingest.logic.sync import SyncOptions, sync
 from tickets_ingest.models import SyncReport
 
-HOLD = "SELECT pg_advisory_lock(hashtextextended('tickets-ingest:inc', 0))"
-# A lease for this session, as a holder writes it, whose last heartbeat is long ago.
-SILENT_LEASE = """
-INSERT INTO tickets.dataset_leases
-    (dataset, holder_pid, holder_started, holder_name, takes_news, stale_seconds, heartbeat_at)
-SELECT 'inc', pid, backend_start + CAST(:shift AS interval), application_name, true, 1,
-       now() - interval '1 hour'
-FROM pg_stat_activity WHERE pid = pg_backend_pid()
-"""
 STAMPS = ["2026-06-22T15-50-39", "2026-06-22T16-00-00", "2026-06-22T16-10-00"]
 
 

@@ -23,6 +23,7 @@ import pg8000.native
 import pytest
 
 from tests.conftest import Env, PostgresServer, plain_text_unless_asked
+from tests.support.leases import HOLD, SILENT_LEASE
 from tests.support.rows import csv_bytes, key, row
 from tickets_ingest.dal.db import Database, DatabaseError
 from tickets_ingest.handlers.cli import EXIT_BUSY, EXIT_FAILED, EXIT_OK, EXIT_PAUSED, main
@@ -247,14 +248,6 @@ def test_temporary_is_needed_files_are_staged_in_temp_tables(env: Env, roles: Ro
         db.close()
 
 
-SILENT_LEASE = """
-INSERT INTO tickets.dataset_leases
-    (dataset, holder_pid, holder_started, holder_name, takes_news, stale_seconds, heartbeat_at)
-SELECT 'inc', pid, backend_start, application_name, true, 1, now() - interval '1 hour'
-FROM pg_stat_activity WHERE pid = pg_backend_pid()
-"""
-
-
 def test_a_silent_sync_of_another_role_is_taken_over_only_with_the_two_optional_grants(
     env: Env, roles: Roles, pg_server: PostgresServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -266,8 +259,8 @@ def test_a_silent_sync_of_another_role_is_taken_over_only_with_the_two_optional_
     env.set(LOCK_HEARTBEAT_SECONDS="0.1", LOCK_STALE_SECONDS="1")
     env.put(key("2026-06-22T15-50-39"), csv_bytes([row("INC1")]))
     holder = Database.connect(roles.owner_url, application_name="vanished sync")
-    holder.scalar("SELECT pg_advisory_lock(hashtextextended('tickets-ingest:inc', 0))")
-    holder.run(SILENT_LEASE)
+    holder.scalar(HOLD)
+    holder.run(SILENT_LEASE, shift="0 seconds")
     pid = int(holder.scalar("SELECT pg_backend_pid()"))
 
     def refused(*expected: str) -> None:
