@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import socket
-import time
 
 import pytest
 
@@ -141,36 +140,3 @@ def test_a_statement_past_the_statement_timeout_fails_the_file_and_the_next_run_
     assert cli("sync", "--dataset", "inc", "--apply")[0] == EXIT_OK
     assert db.scalar("SELECT count(*) FROM tickets.import_meta") == 2
     assert db.scalar("SELECT source_key FROM tickets.incidents WHERE ticket_id = 'INC1'") == SECOND
-
-
-@pytest.mark.parametrize("table", ["dataset_leases", "dataset_pauses", "import_meta"])
-def test_a_lock_held_on_a_bookkeeping_table_bounds_the_sync_too(
-    applied_once: Env, table: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Before any file: the lease, the pause check, the watermark. A DBA's LOCK TABLE (a
-    migration's, a VACUUM FULL's) used to leave the sync waiting without end, the CLI
-    silent and the function until its timeout; the session's lock_timeout bounds it."""
-    env = applied_once
-    other = Database.connect(env.database_url, application_name="dba console")
-    other.run("BEGIN")
-    other.run(f"LOCK TABLE tickets.{table} IN ACCESS EXCLUSIVE MODE")
-    try:
-        clock = time.monotonic()
-        code, _ = cli("sync", "--dataset", "inc", "--apply")
-        waited = time.monotonic() - clock
-    finally:
-        other.run("ROLLBACK")
-        other.close()
-    err = capsys.readouterr().err
-    assert code == EXIT_FAILED
-    assert waited < 20  # APPLY_LOCK_TIMEOUT_SECONDS=0.5, not without end
-    assert err.strip().splitlines()[-1] == (
-        "tickets-ingest: database: canceling statement due to lock timeout: waited longer "
-        "than APPLY_LOCK_TIMEOUT_SECONDS=0.5 for a lock another session holds (pg_locks "
-        "names it); this statement was cancelled, what was committed before it stands, and "
-        "the next run tries again"
-    )
-    assert "Traceback" not in err
-    assert env.db().scalar("SELECT count(*) FROM tickets.import_meta") == 1
-    assert cli("sync", "--dataset", "inc", "--apply")[0] == EXIT_OK  # once it is let go
-    assert env.db().scalar("SELECT count(*) FROM tickets.import_meta") == 2

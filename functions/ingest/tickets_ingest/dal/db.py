@@ -191,14 +191,12 @@ class Database:
         application_name: str = "tickets-ingest",
         dead_peer_seconds: int = 30,
         server_keepalives: bool = True,
-        lock_timeout_ms: int | None = None,
     ) -> Database:
         """Connect to a DATABASE_URL or resolved parameters (see ``dal.credentials``).
 
         No client-side statement timeout (pg8000's ``timeout`` would kill a legitimately
         long statement); instead a peer that vanished is noticed within about
         ``dead_peer_seconds`` by TCP itself, on both ends (``server_keepalives``).
-        ``lock_timeout_ms``: the session's lock_timeout (a file's transaction sets its own).
         """
         params = parse_database_url(target) if isinstance(target, str) else target
         ssl_context = _ssl_context(params, ca_bundle)
@@ -210,19 +208,15 @@ class Database:
             # allow/prefer: a server without TLS is spoken to in plain text, as libpq does.
             connection = cls._open(params, False, application_name, dead_peer_seconds)
         db = cls(connection, params)
-        session: dict[str, str] = {}
         if server_keepalives:
             idle, interval, count = keepalive_timing(dead_peer_seconds)
-            session.update(
-                tcp_keepalives_idle=str(idle),
-                tcp_keepalives_interval=str(interval),
-                tcp_keepalives_count=str(count),
-                tcp_user_timeout=str(dead_peer_seconds * 1000),
+            db.run(
+                sql.SET_SERVER_KEEPALIVES,
+                idle=str(idle),
+                interval=str(interval),
+                count=str(count),
+                user_timeout=str(dead_peer_seconds * 1000),
             )
-        if lock_timeout_ms is not None:
-            session["lock_timeout"] = f"{int(lock_timeout_ms)}ms"
-        if session:  # one statement, one round trip, for all of them
-            db.run(sql.set_session(session), **session)
         return db
 
     @staticmethod

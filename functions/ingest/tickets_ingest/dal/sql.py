@@ -5,7 +5,6 @@ Statements that depend on a dataset's table or a file's column order are built i
 """
 
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from pg8000.native import literal
@@ -350,16 +349,15 @@ def file_session(timezone: str, lock_timeout_ms: int, statement_timeout_ms: int)
     )
 
 
-# Per session (never startup options: RDS Proxy refuses them), in one statement as a
-# connection opens: the server keepalives, so the server notices a client that vanished
-# without a FIN (tcp_user_timeout is in milliseconds), and lock_timeout, so no statement
-# outside a file's transaction (the lease, the pause check, status, a migration) waits
-# unbounded for a lock held elsewhere. A SET pins an RDS Proxy session, as the session
-# advisory lock already does.
-def set_session(names: Iterable[str]) -> str:
-    """``SELECT set_config('name', :name, false), ...``: each setting for the session."""
-    return "SELECT " + ",\n       ".join(f"set_config('{n}', :{n}, false)" for n in names)
-
+# Per session (never startup options: RDS Proxy refuses them), so the server notices a
+# client that vanished without a FIN. A SET pins an RDS Proxy session, as the session
+# advisory lock already does. tcp_user_timeout is in milliseconds.
+SET_SERVER_KEEPALIVES = """
+SELECT set_config('tcp_keepalives_idle', :idle, false),
+       set_config('tcp_keepalives_interval', :interval, false),
+       set_config('tcp_keepalives_count', :count, false),
+       set_config('tcp_user_timeout', :user_timeout, false)
+"""
 
 TABLE_COLUMNS = """
 SELECT a.attname

@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TextIO
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tickets_ingest.dal.db import DatabaseError, InterfaceError
+from tickets_ingest.dal.db import DatabaseError, InterfaceError, error_fields
 from tickets_ingest.errors import ConfigError, DatasetPaused, IngestError, SyncBusy
 from tickets_ingest.handlers import render
 from tickets_ingest.logic import activity, operator
@@ -190,10 +190,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         format="%(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    lock_timeout = 0.0
     try:
         settings = load_settings()
-        lock_timeout = settings.lock.apply_lock_timeout_seconds
         runtime = Runtime(settings, application_name=f"tickets-ingest cli {args.command}")
         try:
             command: Callable[[Runtime, argparse.Namespace, TextIO], int] = _COMMANDS[args.command]
@@ -209,7 +207,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except IngestError as exc:
         return _fail(str(exc), EXIT_FAILED, args.debug)
     except (DatabaseError, InterfaceError) as exc:
-        return _fail(render.database_error(exc, lock_timeout), EXIT_FAILED, args.debug)
+        message = error_fields(exc).get("M") or str(exc)
+        return _fail(f"database: {message}", EXIT_FAILED, args.debug)
     except (ClientError, BotoCoreError) as exc:
         return _fail(f"AWS: {exc}", EXIT_FAILED, args.debug)
     except KeyboardInterrupt:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from tickets_ingest.core.keys import file_name
 from tickets_ingest.core.pipestate import PipeState
-from tickets_ingest.dal.db import error_fields, sqlstate
 from tickets_ingest.logic.activity import rejection_text
 from tickets_ingest.models import (
     BlockedFile,
@@ -390,16 +389,3 @@ class ProgressBar:
     def clear(self) -> None:
         self._stream.write("\r" + " " * 79 + "\r")
         self._stream.flush()
-
-
-def database_error(error: BaseException, lock_timeout_seconds: float) -> str:
-    """The one line for a database error that stopped a command, outside any file."""
-    message = error_fields(error).get("M") or str(error)
-    if sqlstate(error) == "55P03":  # lock_not_available: the session's lock_timeout
-        return (
-            f"database: {message}: waited longer than APPLY_LOCK_TIMEOUT_SECONDS="
-            f"{lock_timeout_seconds:g} for a lock another session holds (pg_locks names it); "
-            "this statement was cancelled, what was committed before it stands, and the next "
-            "run tries again"
-        )
-    return f"database: {message}"

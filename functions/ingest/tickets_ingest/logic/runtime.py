@@ -115,8 +115,6 @@ class Runtime:
             application_name=f"{self.application_name} {purpose}".strip(),
             dead_peer_seconds=access.dead_peer_seconds,
             server_keepalives=access.server_keepalives,
-            # Every statement's lock wait is bounded, not only a file's (it sets its own).
-            lock_timeout_ms=int(self.settings.lock.apply_lock_timeout_seconds * 1000),
         )
 
     def dataset_lock(
