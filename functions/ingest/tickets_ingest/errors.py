@@ -99,8 +99,9 @@ class LockWaitTimeout(IngestError):
         held = (
             f"held by {holders}"
             if holders is not None
-            else "no other session was seen holding a lock it waited for (the statement was "
-            "slow in itself: a trigger, a busy server, a file larger than the timeout allows)"
+            else "the heartbeat sampled no wait on another session's lock (so the statement was "
+            "slow in itself: a trigger, a busy server, a file larger than the timeout allows; "
+            "or it waited on a lock for less than a heartbeat: see pg_locks if this repeats)"
         )
         super().__init__(
             f"{key}: {what}; {held}; nothing of it was committed, the dataset is "

@@ -376,8 +376,9 @@ class DatasetLock:
         with self._mutex:
             sampled = self._wait_sample
         if sampled is None and state == STATEMENT_TIMEOUT:
-            # The heartbeat saw no wait; whoever holds a lock on the table now is not the
-            # cause (a lock wait would have met the shorter lock_timeout first).
+            # The heartbeat saw no wait: whoever holds a lock on the table now is most
+            # likely not the cause (a long lock wait meets lock_timeout first), so none is
+            # named; the message says a short wait cannot be ruled out.
             return LockWaitTimeout(key, what, None)
         return LockWaitTimeout(key, what, sampled or self._table_lock_holders(table))
 
