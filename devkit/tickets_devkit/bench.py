@@ -66,7 +66,8 @@ class Row:
 
 @dataclass(frozen=True)
 class Paired:
-    """Ours and its reference, timed in turn: ``ours[i]`` just before ``reference[i]``."""
+    """Ours and its reference, timed in turn: ``ours[i]`` and ``reference[i]`` come from the
+    same round (the backlog also runs its database-path-alone run in each round)."""
 
     ours: list[float]
     reference: list[float]
@@ -193,7 +194,7 @@ class Bench:
 
     def compare(
         self, name: str, body: Path, target: str, *, prepare: Callable[[], None] | None = None
-    ) -> Paired:
+    ) -> None:
         def ours() -> float:
             return self.ours(body, prepare=prepare)
 
@@ -212,7 +213,6 @@ class Bench:
                 note=timed.spread(),
             )
         )
-        return timed
 
 
 def _seconds(value: float) -> str:
